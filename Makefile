@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup setup-test bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: setup.py | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: setup.py $(VENV)/.runtime
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.runtime
+setup-test: $(VENV)/.test
+
+demo: setup
+	$(BIN)/dex-portrait animate
+
+test: setup-test
+	$(BIN)/python -m pytest -q -n 2 tests
+
+bench: setup-test
+	$(BIN)/dex-portrait bench motion

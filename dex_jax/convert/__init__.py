@@ -1,0 +1,1 @@
+"""PyTorch -> Flax weight import for the pieces users initialise from public checkpoints."""

@@ -1,0 +1,1 @@
+"""Stage 1: the motion trainer (appearance, pose and expression encoders, warp, decoder, discriminator, losses)."""

@@ -1,0 +1,1 @@
+"""Shared neural-network layers used by the motion trainer and the diffusion animator."""

@@ -1,0 +1,57 @@
+"""Conv and dense layer factories whose params carry logical axis names for sharding."""
+
+import flax.linen as nn
+
+CONV2D_AXES = (None, None, "conv_in", "conv_out")
+CONV3D_AXES = (None, None, None, "conv_in", "conv_out")
+DENSE_AXES = ("embed", "mlp")
+
+
+def _partitioned(init, axes):
+    return nn.with_logical_partitioning(init, axes)
+
+
+def _tuple(value, rank):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * rank
+
+
+def conv2d(features, kernel_size, strides=1, padding="SAME", use_bias=True, dtype=None,
+           kernel_init=nn.initializers.lecun_normal(), name=None):
+    """A 2D convolution (NHWC, HWIO kernel); integer padding pads both sides like PyTorch."""
+    return nn.Conv(
+        features, _tuple(kernel_size, 2), strides=_tuple(strides, 2), padding=padding,
+        use_bias=use_bias, dtype=dtype,
+        kernel_init=_partitioned(kernel_init, CONV2D_AXES),
+        bias_init=_partitioned(nn.initializers.zeros_init(), ("conv_out",)), name=name)
+
+
+def conv3d(features, kernel_size, strides=1, padding="SAME", use_bias=True, dtype=None,
+           kernel_init=nn.initializers.lecun_normal(), name=None):
+    """A 3D convolution (NDHWC, DHWIO kernel); sizes and strides are ints or (d, h, w) tuples."""
+    return nn.Conv(
+        features, _tuple(kernel_size, 3), strides=_tuple(strides, 3), padding=padding,
+        use_bias=use_bias, dtype=dtype,
+        kernel_init=_partitioned(kernel_init, CONV3D_AXES),
+        bias_init=_partitioned(nn.initializers.zeros_init(), ("conv_out",)), name=name)
+
+
+def dense(features, use_bias=True, dtype=None, kernel_init=nn.initializers.lecun_normal(),
+          axes=DENSE_AXES, name=None):
+    """A dense layer with (in, out) kernel axes named `axes`."""
+    return nn.Dense(
+        features, use_bias=use_bias, dtype=dtype,
+        kernel_init=_partitioned(kernel_init, axes),
+        bias_init=_partitioned(nn.initializers.zeros_init(), (axes[1],)), name=name)
+
+
+class Affine(nn.Module):
+    """Per-channel scale and shift: the form a frozen BatchNorm takes once folded at import."""
+
+    dtype: object = None
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        scale = self.param("scale", _partitioned(nn.initializers.ones_init(), ("norm",)), (c,))
+        bias = self.param("bias", _partitioned(nn.initializers.zeros_init(), ("norm",)), (c,))
+        return x * scale.astype(self.dtype or x.dtype) + bias.astype(self.dtype or x.dtype)

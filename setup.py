@@ -1,0 +1,45 @@
+"""dex_jax: a JAX/Flax reimplementation of DeX-Portrait. Every pinned version lives here."""
+
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "grain==0.2.18",
+    "ml-collections==1.1.0",
+    "tensorflow-datasets==4.9.10",
+    "einops==0.8.2",
+    "clu==0.0.12",
+    "opencv-python-headless==5.0.0.93",
+    "safetensors==0.8.0",
+    "numpy==2.4.6",
+    "absl-py==2.5.1",
+    "tqdm==4.70.1",
+]
+
+# PyTorch originals for the parity tests; they install offline on the project's machines.
+TEST = [
+    "pytest==9.2.0",
+    "pytest-xdist==3.8.0",
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "timm==1.0.31",
+    "lpips==0.1.4",
+    "face-alignment==1.5.0",
+    "diffusers==0.42.1",
+    "scikit-image==0.26.0",
+]
+
+setup(
+    name="dex_jax",
+    version="0.1.0",
+    description="JAX/Flax reimplementation of DeX-Portrait (disentangled portrait animation).",
+    packages=find_packages(include=["dex_jax", "dex_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=RUNTIME,
+    extras_require={"test": TEST},
+    entry_points={"console_scripts": ["dex-portrait=dex_jax.cli:main"]},
+)
