@@ -1,0 +1,59 @@
+"""Stage-1 motion-trainer losses (supplement B.1): L1, LPIPS, face-masked Component LPIPS, softplus GAN, R1."""
+
+import jax
+import jax.numpy as jnp
+
+from dex_jax.motion.lpips import LPIPS, check_lpips_inputs, lpips_distance, spatial_reduce
+
+
+def l1_loss(pred, target):
+    """Mean absolute difference over every pixel and channel."""
+    if pred.shape != target.shape:
+        raise ValueError(f"L1 loss inputs differ in shape: {pred.shape} vs {target.shape}")
+    return jnp.mean(jnp.abs(pred - target))
+
+
+def lpips_loss(lpips_params, pred, target, dtype=None):
+    """Batch mean of the LPIPS (VGG16) distance; images NHWC in [-1, 1]."""
+    return jnp.mean(lpips_distance(lpips_params, pred, target, dtype=dtype))
+
+
+def masked_lpips_loss(lpips_params, pred, target, mask, dtype=None):
+    """Batch mean of the face-masked Component LPIPS; mask (N, H, W, 1) in [0, 1], defined in `LPIPS`."""
+    return jnp.mean(lpips_distance(lpips_params, pred, target, mask, dtype=dtype))
+
+
+def generator_adversarial_loss(fake_logits):
+    """Non-saturating generator loss: mean softplus(-D(fake))."""
+    return jnp.mean(jax.nn.softplus(-fake_logits))
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """Non-saturating discriminator loss: mean softplus(-D(real)) + mean softplus(D(fake))."""
+    return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+
+
+def r1_penalty(d_apply, real_images):
+    """R1: batch mean of ||d/dx sum D(x)||^2 at the real images (unweighted; the caller applies gamma / 2)."""
+    grads = jax.grad(lambda x: jnp.sum(d_apply(x)))(real_images)
+    return jnp.mean(jnp.sum(jnp.square(grads), axis=tuple(range(1, grads.ndim))))
+
+
+def motion_generator_loss(lpips_params, pred, target, face_mask, fake_logits, *, l1_weight=10.0,
+                          lpips_weight=1.0, component_lpips_weight=100.0, adversarial_weight=1.0, dtype=None):
+    """Supplement Eq. 5: l1_weight L1 + lpips_weight LPIPS + component_lpips_weight LPIPS_face + adv weight L_adv.
+
+    One VGG pass serves both LPIPS terms. Returns (total, {"l1", "lpips", "component_lpips", "adversarial"}),
+    the terms unweighted.
+    """
+    check_lpips_inputs(pred, target, face_mask)
+    maps = LPIPS(dtype=dtype).apply({"params": lpips_params}, pred, target, method=LPIPS.tap_maps)
+    terms = {
+        "l1": l1_loss(pred, target),
+        "lpips": jnp.mean(spatial_reduce(maps)),
+        "component_lpips": jnp.mean(spatial_reduce(maps, face_mask)),
+        "adversarial": generator_adversarial_loss(fake_logits),
+    }
+    total = (l1_weight * terms["l1"] + lpips_weight * terms["lpips"]
+             + component_lpips_weight * terms["component_lpips"] + adversarial_weight * terms["adversarial"])
+    return total, terms
