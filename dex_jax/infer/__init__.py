@@ -1,0 +1,1 @@
+"""Inference: animate portraits with a trained checkpoint."""

@@ -1,0 +1,56 @@
+"""Flatten & CNN (Fig. S1a) and the 5-layer appearance-latent CNN that feed the decoder."""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from dex_jax.nn.layers import conv2d, conv3d, dense
+
+
+def flatten_depth(volume):
+    """(N, D, H, W, C) -> (N, H, W, D * C), depth-major channels."""
+    n, d, h, w, c = volume.shape
+    return volume.transpose(0, 2, 3, 1, 4).reshape(n, h, w, d * c)
+
+
+class FlattenCNN(nn.Module):
+    """concat(source, warped) volumes -> ResBlock3D halving H and W to `out_channels` -> flatten depth.
+
+    Paper: 2 x (32 ch, 16x64x64) -> (32 ch, 16x32x32) -> 32x32x512.
+    """
+
+    out_channels: int
+    norm_groups: int
+    dtype: object = None
+
+    @nn.compact
+    def __call__(self, source_volume, warped_volume):
+        if source_volume.shape != warped_volume.shape:
+            raise ValueError(f"volume shapes differ: {source_volume.shape} vs {warped_volume.shape}")
+        x = jnp.concatenate([source_volume, warped_volume], axis=-1)
+        groups_in = min(self.norm_groups, x.shape[-1])
+        h = nn.relu(nn.GroupNorm(groups_in, dtype=self.dtype, name="norm1")(x))
+        h = conv3d(self.out_channels, 3, strides=(1, 2, 2), padding=1, dtype=self.dtype, name="conv1")(h)
+        h = nn.relu(nn.GroupNorm(self.norm_groups, dtype=self.dtype, name="norm2")(h))
+        h = conv3d(self.out_channels, 3, padding=1, dtype=self.dtype, name="conv2")(h)
+        shortcut = nn.avg_pool(x, (1, 2, 2), (1, 2, 2))
+        shortcut = conv3d(self.out_channels, 1, dtype=self.dtype, name="shortcut")(shortcut)
+        return flatten_depth(h + shortcut)
+
+
+class AppearanceLatent(nn.Module):
+    """Source volume -> depth-flattened map -> 5 stride-2 convs (leaky ReLU) -> mean pool -> dense latent."""
+
+    channels: Sequence[int]
+    latent_dim: int
+    dtype: object = None
+
+    @nn.compact
+    def __call__(self, volume):
+        x = flatten_depth(volume)
+        for i, channels in enumerate(self.channels):
+            x = conv2d(channels, 3, strides=2, padding=1, dtype=self.dtype, name=f"conv_{i}")(x)
+            x = nn.leaky_relu(x, 0.2)
+        x = jnp.mean(x, axis=(1, 2))
+        return dense(self.latent_dim, dtype=self.dtype, name="proj")(x)

@@ -1,0 +1,88 @@
+"""The Stage-1 motion trainer: (source, pose input, expression input) -> reenacted image (Fig. 2a)."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from dex_jax import geometry
+from dex_jax.motion.appearance_encoder import AppearanceEncoder
+from dex_jax.motion.decoder import ExpressionConditionedDecoder
+from dex_jax.motion.discriminator import Discriminator
+from dex_jax.motion.expression_encoder import ExpressionEncoder
+from dex_jax.motion.feature_fusion import AppearanceLatent, FlattenCNN
+from dex_jax.motion.pose_encoder import POSE_KEYS, PoseEncoder
+
+
+def pose_to_matrix(pose):
+    """A pose dict {yaw, pitch, roll, tx, ty, scale} -> P = [sR t] of shape (N, 3, 4)."""
+    return geometry.pose_from_params(*(pose[k] for k in POSE_KEYS))
+
+
+class MotionTrainer(nn.Module):
+    """Composes the Stage-1 networks; each submodule is usable alone (the diffusion stage reuses two).
+
+    source (N,S,S,3) -> appearance volume V_s and source pose P_s; the pose input (driving image with
+    eyes and mouth covered) -> P_d; V_s warped from P_s to P_d; Flatten & CNN on (V_s, warped) feeds the
+    decoder at its 4th StyleConv; style = concat(appearance latent of V_s, expression latent of the crop).
+    """
+
+    appearance: AppearanceEncoder
+    pose: PoseEncoder
+    expression: ExpressionEncoder
+    fusion: FlattenCNN
+    appearance_latent: AppearanceLatent
+    decoder: ExpressionConditionedDecoder
+
+    def encode_appearance(self, source):
+        """Source image -> (appearance volume, appearance latent)."""
+        volume = self.appearance(source)
+        return volume, self.appearance_latent(volume)
+
+    def encode_pose(self, image):
+        """Image -> pose dict {yaw, pitch, roll (radians), tx, ty, scale}, each (N,)."""
+        return self.pose(image)
+
+    def encode_expression(self, crop):
+        """Face crop (N, E, E, 3) -> expression latent (N, latent_dim)."""
+        return self.expression(crop)
+
+    def render(self, volume, appearance_latent, source_pose, driving_pose, expression_latent):
+        """Decode the source volume re-posed from `source_pose` to `driving_pose` with an expression latent."""
+        warped = geometry.warp_volume(volume, pose_to_matrix(source_pose), pose_to_matrix(driving_pose))
+        features = self.fusion(volume, warped)
+        style = jnp.concatenate([appearance_latent, expression_latent.astype(appearance_latent.dtype)], -1)
+        return self.decoder(features, style)
+
+    def __call__(self, source, pose_input, expression_input):
+        volume, appearance_latent = self.encode_appearance(source)
+        return self.render(volume, appearance_latent, self.encode_pose(source),
+                           self.encode_pose(pose_input), self.encode_expression(expression_input))
+
+
+def _dtype(config):
+    return jnp.dtype(config.get("dtype", "float32"))
+
+
+def _build(cls, name, sub_config, dtype):
+    try:
+        return cls(**sub_config.to_dict(), dtype=dtype)
+    except TypeError as err:
+        raise ValueError(f"bad config for {name}: {err}") from None
+
+
+def build_motion_trainer(config: ml_collections.ConfigDict) -> MotionTrainer:
+    """The motion trainer described by a `configs/motion_model.py` config."""
+    dtype = _dtype(config)
+    return MotionTrainer(
+        appearance=_build(AppearanceEncoder, "appearance", config.appearance, dtype),
+        pose=_build(PoseEncoder, "pose", config.pose, dtype),
+        expression=_build(ExpressionEncoder, "expression", config.expression, dtype),
+        fusion=_build(FlattenCNN, "fusion", config.fusion, dtype),
+        appearance_latent=_build(AppearanceLatent, "appearance_latent", config.appearance_latent, dtype),
+        decoder=_build(ExpressionConditionedDecoder, "decoder", config.decoder, dtype),
+    )
+
+
+def build_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
+    """The StyleGAN2 discriminator described by a `configs/motion_model.py` config."""
+    return _build(Discriminator, "discriminator", config.discriminator, _dtype(config))
