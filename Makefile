@@ -10,6 +10,7 @@ $(BIN)/python:
 
 $(VENV)/.runtime: setup.py | $(BIN)/python
 	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps $$($(BIN)/python -c 'import runpy; print(*runpy.run_path("setup.py", run_name="pins")["NO_DEPS"])')
 	touch $@
 
 $(VENV)/.test: setup.py $(VENV)/.runtime

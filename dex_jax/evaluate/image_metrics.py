@@ -1,0 +1,91 @@
+"""Per-frame image metrics, pure jnp: PSNR, L1 and SSIM (Gaussian window, as scikit-image computes it).
+
+Every function takes two equal-shape NHWC batches in the same value range, whose width `data_range`
+(max - min of the representable values: 2.0 for images in [-1, 1], 1.0 for [0, 1], 255.0 for uint8
+values) the caller gives, and returns one float32 value per frame, shape (N,).
+"""
+
+import jax
+import jax.numpy as jnp
+
+MAX_PSNR_DB = 100.0
+SSIM_SIGMA = 1.5
+SSIM_TRUNCATE = 3.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def check_image_pair(predictions, targets):
+    """Raise ValueError unless both are NHWC batches of the same shape."""
+    if predictions.ndim != 4:
+        raise ValueError(f"image metrics expect NHWC batches, got shape {predictions.shape}")
+    if predictions.shape != targets.shape:
+        raise ValueError(f"prediction and target batches differ in shape: {predictions.shape} vs {targets.shape}")
+
+
+def psnr(predictions, targets, data_range):
+    """PSNR in dB per frame: 10 log10(data_range^2 / MSE), MSE over H, W, C.
+
+    Identical frames (MSE = 0) would give +inf and poison any average, so PSNR is capped at
+    MAX_PSNR_DB (100 dB), i.e. MSE is floored at data_range^2 * 1e-10.
+    """
+    check_image_pair(predictions, targets)
+    diff = predictions.astype(jnp.float32) - targets.astype(jnp.float32)
+    mse = jnp.mean(jnp.square(diff), axis=(1, 2, 3))
+    floor = data_range ** 2 * 10.0 ** (-MAX_PSNR_DB / 10.0)
+    return 10.0 * jnp.log10(data_range ** 2 / jnp.maximum(mse, floor))
+
+
+def l1(predictions, targets, data_range):
+    """Mean absolute difference per frame over H, W, C, as a fraction of `data_range` (L1 of images in [0, 1])."""
+    check_image_pair(predictions, targets)
+    diff = predictions.astype(jnp.float32) - targets.astype(jnp.float32)
+    return jnp.mean(jnp.abs(diff), axis=(1, 2, 3)) / data_range
+
+
+def gaussian_taps(sigma=SSIM_SIGMA, truncate=SSIM_TRUNCATE):
+    """scipy.ndimage's normalised 1-D Gaussian: radius int(truncate * sigma + 0.5), 11 taps for sigma 1.5."""
+    radius = int(truncate * sigma + 0.5)
+    x = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    taps = jnp.exp(-0.5 * jnp.square(x / sigma))
+    return taps / jnp.sum(taps)
+
+
+def _valid_gaussian_blur(maps, taps):
+    """Separable Gaussian blur of (B, H, W) maps, keeping only windows fully inside the image (VALID)."""
+    x = maps[..., None]
+    dims = ("NHWC", "HWIO", "NHWC")
+    for kernel in (taps.reshape(-1, 1, 1, 1), taps.reshape(1, -1, 1, 1)):
+        x = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=dims,
+                                         precision=jax.lax.Precision.HIGHEST)
+    return x[..., 0]
+
+
+def ssim(predictions, targets, data_range):
+    """Mean SSIM per frame (Wang et al. 2004), equal to scikit-image's
+
+        structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                              data_range=data_range, channel_axis=-1)
+
+    For each channel: mu_x, mu_y, sigma_x^2, sigma_y^2, sigma_xy are local Gaussian-weighted moments
+    (sigma 1.5, 11 taps, population covariance), C1 = (0.01 R)^2, C2 = (0.03 R)^2 with R = data_range, and
+        S = (2 mu_x mu_y + C1)(2 sigma_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(sigma_x^2 + sigma_y^2 + C2)).
+    scikit-image filters with reflected borders and then drops a (11 - 1) // 2 = 5 pixel border before
+    averaging; every kept pixel's window lies inside the image, so a VALID convolution gives exactly the
+    kept pixels. The frame's SSIM is the mean of S over those pixels, then over channels.
+    SSIM is not shift-invariant (the luminance term compares mu_x mu_y with mu_x^2 + mu_y^2): images in
+    [-1, 1] score lower than the same images in [0, 1], so compare figures computed on [0, 1] images.
+    """
+    check_image_pair(predictions, targets)
+    taps = gaussian_taps()
+    n, h, w, c = predictions.shape
+    if min(h, w) < taps.shape[0]:
+        raise ValueError(f"SSIM needs frames at least {taps.shape[0]}x{taps.shape[0]}, got {h}x{w}")
+    x = jnp.moveaxis(predictions.astype(jnp.float32), -1, 1).reshape(n * c, h, w)
+    y = jnp.moveaxis(targets.astype(jnp.float32), -1, 1).reshape(n * c, h, w)
+    moments = _valid_gaussian_blur(jnp.concatenate([x, y, x * x, y * y, x * y]), taps)
+    mu_x, mu_y, xx, yy, xy = jnp.split(moments, 5)
+    var_x, var_y, cov = xx - mu_x * mu_x, yy - mu_y * mu_y, xy - mu_x * mu_y
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return jnp.mean(s.reshape(n, c, -1), axis=(1, 2))
