@@ -1,13 +1,21 @@
-"""`dex-portrait bench NAME`: benchmarks that print figures (speed is never asserted in tests)."""
+"""`dex-portrait bench NAME`: benchmarks that print figures; each lives in its own module."""
 
 import importlib
 
 BENCHMARKS = {
-    "motion": "dex_jax.bench.motion_bench",
+    "motion": ("dex_jax.bench.motion_bench", "stage-1 generator forward time per config"),
+    "unet": ("dex_jax.bench.unet_bench", "our UNet forward against diffusers', same config and device"),
+    "synth": ("dex_jax.bench.synth_bench", "synthetic data generation throughput"),
 }
+
+USAGE = "usage: dex-portrait bench NAME [ARGS]\n\nbenchmarks:\n" + "\n".join(
+    f"  {name:<8} {text}" for name, (_, text) in BENCHMARKS.items())
 
 
 def main(argv):
-    if not argv or argv[0] not in BENCHMARKS:
-        raise ValueError(f"bench needs one of {sorted(BENCHMARKS)}, got {argv[:1]}")
-    return importlib.import_module(BENCHMARKS[argv[0]]).main(argv[1:])
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {argv[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    return importlib.import_module(BENCHMARKS[argv[0]][0]).main(argv[1:])
