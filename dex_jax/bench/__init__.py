@@ -5,7 +5,8 @@ import importlib
 BENCHMARKS = {
     "motion": ("dex_jax.bench.motion_bench", "stage-1 generator forward time per config"),
     "unet": ("dex_jax.bench.unet_bench", "our UNet forward against diffusers', same config and device"),
-    "synth": ("dex_jax.bench.synth_bench", "synthetic data generation throughput"),
+    "synth": ("dex_jax.bench.synth_bench", "SynthHeads frames/s at 256x256"),
+    "data": ("dex_jax.bench.data_bench", "grain pipeline examples/s with 0 and 2 workers"),
 }
 
 USAGE = "usage: dex-portrait bench NAME [ARGS]\n\nbenchmarks:\n" + "\n".join(

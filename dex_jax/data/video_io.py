@@ -1,0 +1,148 @@
+"""Find and read portrait videos and frame folders with OpenCV's bundled FFmpeg; bad files are skipped and counted.
+
+Folder layout under the root (file and folder names become subject / sequence / camera names):
+
+    ROOT/CLIP.mp4                        subject = sequence = CLIP, camera 0
+    ROOT/SUBJECT/CLIP.mp4                one camera per clip
+    ROOT/SUBJECT/SEQUENCE/CAMERA.mp4     multi-view (NeRSemble-style): frame t of every camera is one instant
+Any of these may be a frame folder instead of a video file (a folder holding the frames as images, read in
+natural name order). Top-level folders named train, validation or test make splits; otherwise all is train.
+"""
+
+import dataclasses
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+SPLIT_NAMES = ("train", "validation", "test")
+MAX_DEPTH = 3
+
+
+class VideoReadError(Exception):
+    """A video or frame folder that cannot be read at all; the message is a one-line reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoEntry:
+    """One video file or frame folder and where it sits in the layout."""
+
+    path: Path
+    split: str
+    subject: str
+    sequence: str
+    camera: str
+
+    @property
+    def is_frame_folder(self):
+        return self.path.is_dir()
+
+
+def _natural_key(path):
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _image_files(folder):
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                  key=_natural_key)
+
+
+def _entry(path, parts, split):
+    if len(parts) == 1:
+        return VideoEntry(path, split, parts[0], parts[0], "0")
+    if len(parts) == 2:
+        return VideoEntry(path, split, parts[0], parts[1], "0")
+    return VideoEntry(path, split, *parts)
+
+
+def _visit(folder, parts, split, entries, skip):
+    for path in sorted(folder.iterdir(), key=_natural_key):
+        name = path.stem if path.is_file() else path.name
+        depth = len(parts) + 1
+        if path.is_dir() and _image_files(path):
+            if depth > MAX_DEPTH:
+                skip(path, "nested deeper than subject/sequence/camera")
+            else:
+                entries.append(_entry(path, parts + (name,), split))
+                for extra in path.iterdir():
+                    if extra.is_dir() or extra.suffix.lower() not in IMAGE_SUFFIXES:
+                        skip(extra, "not an image inside a frame folder")
+        elif path.is_dir():
+            if depth >= MAX_DEPTH:
+                skip(path, "folder without frames at camera depth")
+            else:
+                _visit(path, parts + (name,), split, entries, skip)
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
+            if depth > MAX_DEPTH:
+                skip(path, "nested deeper than subject/sequence/camera")
+            else:
+                entries.append(_entry(path, parts + (name,), split))
+        else:
+            skip(path, "not a video file")
+
+
+def find_videos(root, skip):
+    """Every VideoEntry under `root` in a stable order; `skip(path, reason)` is called for each ignored path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"video folder not found: {root}")
+    split_dirs = [root / name for name in SPLIT_NAMES if (root / name).is_dir()]
+    entries = []
+    if split_dirs:
+        for path in sorted(root.iterdir()):
+            if path not in split_dirs:
+                skip(path, "outside the train/validation/test folders")
+        for folder in split_dirs:
+            _visit(folder, (), folder.name, entries, skip)
+    else:
+        _visit(root, (), "train", entries, skip)
+    return entries
+
+
+def _read_image(path):
+    data = np.fromfile(path, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _video_frames(path):
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    if not capture.isOpened():
+        raise VideoReadError("cannot be opened as a video")
+    try:
+        index = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            index += 1
+    finally:
+        capture.release()
+
+
+def _folder_frames(path):
+    for index, file in enumerate(_image_files(path)):
+        yield index, _read_image(file)
+
+
+def iter_frames(entry, stride=1, max_frames=None):
+    """(frame index, RGB uint8 frame or None when that one frame is unreadable) for every `stride`-th frame.
+
+    Raises VideoReadError when the video cannot be opened or holds no readable frame.
+    """
+    frames = _folder_frames(entry.path) if entry.is_frame_folder else _video_frames(entry.path)
+    readable = taken = 0
+    for index, frame in frames:
+        if index % stride:
+            continue
+        if max_frames is not None and taken >= max_frames:
+            break
+        taken += 1
+        readable += frame is not None
+        yield index, frame
+    if not readable:
+        raise VideoReadError("has no readable frame")
