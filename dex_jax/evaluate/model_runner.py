@@ -1,0 +1,210 @@
+"""A Stage-1 checkpoint as an `animate(source, pose_frames, expression_frames) -> frames` callable.
+
+Checkpoint layout (dex_jax.train): a training workdir holds WORKDIR/config.json (the train config with its
+`model` and `data` sections) and WORKDIR/checkpoints/<step>/state (orbax, the TrainState as a nested dict:
+params/generator, ema/generator, step, ...). The newest intact step is read with
+`train.checkpoint.read_checkpoint`; the generator's EMA params are used where the state has them, else its raw
+params. The checkpoint path may name the workdir or its checkpoints/ folder.
+
+The model's inputs are built as the training pipeline builds them (`dex_jax.data.pipeline`, `augment`), from
+MediaPipe landmarks of each driving frame (the landmarks `portrait_videos` records):
+  source            the frame resized to model.image_size;
+  pose input        the driving frame resized, the hulls of MediaPipe's eye + iris and lip points, dilated by
+                    data.mask_dilation of the face size, filled with data.mask_fill;
+  expression input  the square around the landmarks' bounding box (times data.expression_box_scale), not
+                    rotated, resized to model.expression.image_size.
+A driving frame without a face borrows the landmarks of the clip's nearest frame with one; in a clip without
+any face the whole frame is the face box and nothing is covered. Such frames are counted in
+`frames_without_face`. Generated frames are resized back to the source frame's size.
+"""
+
+import functools
+import json
+from pathlib import Path
+
+import cv2
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from dex_jax.data.augment import expression_crop, pose_input
+from dex_jax.data.pipeline import default_config as data_defaults
+from dex_jax.data.pipeline import rescale_points, to_model
+from dex_jax.data.tfds_portrait_videos import LEFT_EYE, MOUTH, RIGHT_EYE
+from dex_jax.evaluate.face_landmarker import FaceLandmarker, check_rgb_uint8, observe_frames
+from dex_jax.motion.motion_trainer import build_motion_trainer
+from dex_jax.train.checkpoint import read_checkpoint
+
+DRIVE_CHUNK = 8
+MASKED_GROUPS = (LEFT_EYE, RIGHT_EYE, MOUTH)
+
+
+def _encode(model, params, source):
+    def run(module, image):
+        volume, latent = module.encode_appearance(image)
+        return volume, latent, module.encode_pose(image)
+
+    return model.apply({"params": params}, source, method=run)
+
+
+def _drive(model, params, volume, latent, source_pose, pose_inputs, expression_inputs):
+    n = pose_inputs.shape[0]
+
+    def tile(x):
+        return jnp.broadcast_to(x, (n,) + x.shape[1:])
+
+    def run(module):
+        return module.render(tile(volume), tile(latent), jax.tree.map(tile, source_pose),
+                             module.encode_pose(pose_inputs), module.encode_expression(expression_inputs))
+
+    return model.apply({"params": params}, method=run)
+
+
+def nearest_faces(found):
+    """For each frame, the index of the nearest frame with a face (itself when it has one); None without any."""
+    with_face = np.flatnonzero(found)
+    if not len(with_face):
+        return None
+    frames = np.arange(len(found))
+    return with_face[np.argmin(np.abs(frames[:, None] - with_face[None]), axis=1)]
+
+
+def to_uint8(images):
+    """Model images in [-1, 1] -> uint8."""
+    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def resize_frames(frames, height, width):
+    """(T, h, w, 3) uint8 frames resized to height x width (area averaging when shrinking)."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    interpolation = cv2.INTER_AREA if frames.shape[1] > height else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (width, height), interpolation=interpolation) for f in frames])
+
+
+def check_clip(frames, what):
+    """A (T, H, W, 3) uint8 clip with T >= 1, else ValueError naming `what`."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+        raise ValueError(f"{what} must be a non-empty (T, H, W, 3) uint8 clip, got {frames.dtype} {frames.shape}")
+    return frames
+
+
+class MotionAnimator:
+    """animate(source (H, W, 3) uint8, pose_frames, expression_frames (T, h, w, 3) uint8) -> (T, H, W, 3) uint8."""
+
+    def __init__(self, model_config, params, data_config, landmarker, description="motion trainer"):
+        self.model_config = model_config
+        self.params = params
+        self.data_config = data_config
+        self.landmarker = landmarker
+        self.description = description
+        self.frames_without_face = {"pose": 0, "expression": 0}
+        model = build_motion_trainer(model_config)
+        self._encode = jax.jit(functools.partial(_encode, model))
+        self._drive = jax.jit(functools.partial(_drive, model))
+
+    def faces(self, frames):
+        """Per frame (landmarks (478, 2) or None, face box (x0, y0, x1, y1)) in frame pixels; frames without a face."""
+        observed = observe_frames(self.landmarker, frames)
+        missing = int(np.sum(~observed["found"]))
+        nearest = nearest_faces(observed["found"])
+        if nearest is None:
+            h, w = frames.shape[1:3]
+            return [(None, np.array([-0.5, -0.5, w - 0.5, h - 0.5]))] * len(frames), missing
+        points = observed["landmarks"][nearest, :, :2]
+        return [(p, np.concatenate([p.min(0), p.max(0)])) for p in points], missing
+
+    def pose_inputs(self, frames, faces):
+        """(T, S, S, 3) pose inputs in [-1, 1]: resized frames with eyes and mouth covered."""
+        size, data = self.model_config.image_size, self.data_config
+        inputs = []
+        for frame, (points, box) in zip(frames, faces):
+            image = to_model(frame, size)
+            if points is not None:
+                factor = np.array([size / frame.shape[1], size / frame.shape[0]])
+                image, _ = pose_input(image, rescale_points(points, factor), MASKED_GROUPS,
+                                      rescale_points(box.reshape(2, 2), factor).reshape(4), data.mask_dilation,
+                                      data.mask_fill)
+            inputs.append(image)
+        return np.stack(inputs)
+
+    def expression_inputs(self, frames, faces):
+        """(T, E, E, 3) expression inputs in [-1, 1]: the face squares, resized."""
+        size, scale = self.model_config.expression.image_size, self.data_config.expression_box_scale
+        crops = [expression_crop(frame, box, size, 0.0, scale) for frame, (_, box) in zip(frames, faces)]
+        return np.stack(crops).astype(np.float32) / 127.5 - 1.0
+
+    def __call__(self, source, pose_frames, expression_frames):
+        source = np.asarray(source)
+        check_rgb_uint8(source)
+        pose_frames = check_clip(pose_frames, "pose_frames")
+        expression_frames = check_clip(expression_frames, "expression_frames")
+        if len(pose_frames) != len(expression_frames):
+            raise ValueError(f"pose and expression clips differ in length: {len(pose_frames)} vs "
+                             f"{len(expression_frames)}")
+        pose_faces, missing = self.faces(pose_frames)
+        self.frames_without_face["pose"] += missing
+        if expression_frames is not pose_frames:
+            expression_faces, missing = self.faces(expression_frames)
+        else:
+            expression_faces = pose_faces
+        self.frames_without_face["expression"] += missing
+        volume, latent, source_pose = self._encode(self.params, to_model(source, self.model_config.image_size)[None])
+        poses = self.pose_inputs(pose_frames, pose_faces)
+        expressions = self.expression_inputs(expression_frames, expression_faces)
+        n, outputs = len(poses), []
+        for start in range(0, n, DRIVE_CHUNK):
+            take = np.minimum(np.arange(start, start + DRIVE_CHUNK), n - 1)
+            images = self._drive(self.params, volume, latent, source_pose, poses[take], expressions[take])
+            outputs.append(to_uint8(images)[: min(DRIVE_CHUNK, n - start)])
+        return resize_frames(np.concatenate(outputs), *source.shape[:2])
+
+
+def _tuples(tree):
+    if isinstance(tree, dict):
+        return {key: _tuples(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return tuple(_tuples(value) for value in tree)
+    return tree
+
+
+def checkpoint_paths(path):
+    """(checkpoints folder, config.json) of a training workdir or of its checkpoints/ folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"checkpoint not found: {path}")
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    config = folder.parent / "config.json"
+    if not config.is_file():
+        raise ValueError(f"no config.json beside the checkpoints in {folder} (a training workdir holds both)")
+    return folder, config
+
+
+def read_train_config(config_path):
+    """The training run's config (config.json) as a ConfigDict, lists back to tuples."""
+    return ml_collections.ConfigDict(_tuples(json.loads(Path(config_path).read_text())))
+
+
+def load_motion_model(checkpoint_dir, landmarker=None):
+    """A MotionAnimator of the newest intact step under `checkpoint_dir` (module docstring); EMA params if any.
+
+    landmarker: the MediaPipe FaceLandmarker that finds the driving faces (default: a new one).
+    """
+    folder, config_path = checkpoint_paths(checkpoint_dir)
+    config = read_train_config(config_path)
+    if "model" not in config:
+        raise ValueError(f"{config_path} has no `model` section: not a motion-trainer run")
+    state = read_checkpoint(folder)
+    ema = state.get("ema") or {}
+    use_ema = "generator" in ema
+    params = ema["generator"] if use_ema else state["params"]["generator"]
+    data = data_defaults()
+    data.update({key: config.data[key] for key in ("mask_dilation", "mask_fill", "expression_box_scale")
+                 if "data" in config and key in config.data})
+    step = int(np.asarray(state["step"])) if "step" in state else None
+    description = f"{folder.parent.name} step {step} ({'EMA' if use_ema else 'raw'} generator)"
+    if step == 0:
+        description += ", untrained"
+    return MotionAnimator(config.model, params, data, landmarker or FaceLandmarker(), description)

@@ -1,0 +1,111 @@
+"""Evaluation reports: a markdown table shaped like the paper's Table 1 and a JSON file of the same figures.
+
+Each figure is a metric's mean over frames with its frame count and 95% interval (`clu_metrics`); the face
+metrics add `no_face`, the frames left out because a face was missing, overall and per video. Both files are
+written under a temporary name and renamed once complete, so a reader never sees half a report.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+
+from dex_jax.evaluate.protocols import total_scores
+
+COLUMNS = (("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓"), ("csim", "CSIM ↑"), ("aed", "AED ↓"),
+           ("apd", "APD ↓"))
+DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "csim": 3, "aed": 4, "apd": 3}
+FACE_METRICS = ("csim", "aed", "apd")
+REPORT_NAMES = ("report.md", "report.json")
+
+
+def _plain(value):
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def figures(metric):
+    """A metric's compute() as plain numbers: mean, count, ci95_low, ci95_high (None where undefined), no_face."""
+    return {name: _plain(value) for name, value in metric.compute().items()}
+
+
+def summarize(results, *, method, protocol, benchmark, csim_embedder, notes=()):
+    """The JSON-ready summary of a protocol's [VideoScore] results."""
+    return {
+        "method": method,
+        "protocol": protocol,
+        "benchmark": benchmark,
+        "csim_embedder": csim_embedder,
+        "videos": len(results),
+        "frames": sum(r.frames for r in results),
+        "metrics": {name: figures(metric) for name, metric in total_scores(results).items()},
+        "per_video": [{"name": r.name, "frames": r.frames,
+                       "metrics": {name: figures(metric) for name, metric in r.scores.items()}} for r in results],
+        "notes": list(notes),
+    }
+
+
+def cell(name, figure):
+    """A table cell: mean ± 95% half-width, 'no face' when no frame had one, '—' when not measured."""
+    if figure is None:
+        return "—"
+    if not figure["count"]:
+        return "no face"
+    digits = DIGITS[name]
+    if figure["ci95_high"] is None:
+        return f"{figure['mean']:.{digits}f}"
+    return f"{figure['mean']:.{digits}f} ± {(figure['ci95_high'] - figure['ci95_low']) / 2:.{digits}f}"
+
+
+def _row(values):
+    return "| " + " | ".join(values) + " |"
+
+
+def markdown(summary):
+    """The report as markdown: the Table 1-shaped row, how it was measured, and the no-face counts."""
+    metrics = summary["metrics"]
+    lines = [f"# Evaluation: {summary['method']}", "",
+             f"{summary['protocol']} on {summary['benchmark']}: {summary['videos']} videos, "
+             f"{summary['frames']} generated frames.", "",
+             _row(["Method"] + [f"CSIM ↑ ({summary['csim_embedder']})" if name == "csim" else title
+                                for name, title in COLUMNS]),
+             _row(["---"] + ["---:"] * len(COLUMNS)),
+             _row([summary["method"]] + [cell(name, metrics.get(name)) for name, _ in COLUMNS]), "",
+             "Cells: mean over frames ± half-width of its 95% interval (frames treated as independent). "
+             "— : not measured (PSNR, SSIM and LPIPS need a ground-truth target; see the notes).",
+             f"CSIM: cosine similarity of {summary['csim_embedder']} embeddings of each frame and the source. "
+             "AED: mean |blendshape difference| over MediaPipe's 52 scores; APD: mean |yaw, pitch, roll "
+             "difference| in degrees, from MediaPipe's face landmarker.", ""]
+    counted = [f"{name.upper()} {metrics[name]['count']} of {metrics[name]['count'] + metrics[name]['no_face']} "
+               f"({metrics[name]['no_face']} without a face)" for name in FACE_METRICS if name in metrics]
+    lines += ["Frames averaged: " + "; ".join(counted) + ".", ""]
+    lacking = [video for video in summary["per_video"]
+               if any(video["metrics"].get(name, {}).get("no_face") for name in FACE_METRICS)]
+    if lacking:
+        lines += ["## Frames without a face, per video", "",
+                  _row(["Video", "Frames"] + [name.upper() for name in FACE_METRICS]),
+                  _row(["---"] + ["---:"] * (1 + len(FACE_METRICS)))]
+        lines += [_row([video["name"], str(video["frames"])] +
+                       [str(video["metrics"][name]["no_face"]) for name in FACE_METRICS]) for video in lacking]
+        lines += ["", "Videos not listed had a face in every frame; report.json has every video.", ""]
+    if summary["notes"]:
+        lines += ["## Notes", ""] + [f"- {note}" for note in summary["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path, text):
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def write_report(out_dir, summary):
+    """Write report.md and report.json under out_dir (each renamed into place when complete); their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md_path, json_path = (out_dir / name for name in REPORT_NAMES)
+    _write_atomic(json_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    _write_atomic(md_path, markdown(summary))
+    return md_path, json_path
