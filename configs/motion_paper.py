@@ -1,0 +1,56 @@
+"""Stage-1 training as in the paper: batch 112, lr 1e-4, 200k iterations, 256x256 model, bfloat16 compute.
+
+Run: dex-portrait train --config configs/motion_paper.py --workdir DIR --config.data.dataset_dir=DATASET
+The mesh, its logical-axis rules and every field below can be overridden with --config.a.b=value.
+"""
+
+import ml_collections
+
+from dex_jax.config_loading import load_config
+from dex_jax.data.pipeline import default_config as data_defaults
+
+# Logical axis names the layers give their params -> mesh axes, first matching rule whose mesh axis is still free
+# in that param wins. Params go FSDP-style over 'fsdp' (output channels, MLP width, else the embedding), a second
+# dimension over 'tensor'; batches over data x fsdp. Unlisted names stay replicated.
+SHARDING_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("conv_out", "fsdp"),
+    ("mlp", "fsdp"),
+    ("embed", "fsdp"),
+    ("conv_in", "tensor"),
+    ("heads", "tensor"),
+    ("embed", "tensor"),
+    ("norm", None),
+)
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.stage = "stage1"
+    config.seed = 0
+    config.total_steps = 200_000
+    config.nonfinite_limit = 20  # stop after this many non-finite steps in a row (0: never)
+
+    config.model = load_config("configs/motion_model.py:paper")
+    config.model.dtype = "bfloat16"
+
+    config.data = data_defaults()
+    config.data.source = "tfds"  # 'tfds': grain pipeline over data.dataset_dir; 'random': random batches
+    config.data.batch_size = 112
+    config.data.num_driving = 4
+    config.data.image_size = 256
+    config.data.expression_size = 224
+    config.data.worker_count = 8
+
+    config.optimizer = dict(lr=1e-4, disc_lr=1e-4, b1=0.5, b2=0.999, schedule="constant", warmup_steps=1000,
+                            final_lr_fraction=0.1, grad_clip_norm=1.0)
+    config.loss = dict(l1=10.0, lpips=1.0, component_lpips=100.0, adversarial=1.0, r1_gamma=10.0, r1_every=16)
+    config.ema = dict(decay=0.999)
+    config.lpips = dict(vgg_weights="", heads="")  # a torchvision VGG16 file; heads default to lpips' own
+
+    config.mesh = dict(data=-1, fsdp=1, tensor=1)
+    config.sharding_rules = SHARDING_RULES
+
+    config.checkpoint = dict(every_steps=2000, keep=3, async_save=True)
+    config.log = dict(every_steps=100, image_every_steps=2000, num_images=4)
+    return config

@@ -1,0 +1,1 @@
+"""Datasets: the procedural SynthHeads renderer, dataset builders, input pipelines and augmentations."""

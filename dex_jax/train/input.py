@@ -1,0 +1,72 @@
+"""The input seam: the config's `data.source` picks the batch iterator a stage trains on.
+
+  'tfds'    the grain pipeline over a built dataset (`dex_jax.data.pipeline.make_loader`, data.dataset_dir)
+  'random'  deterministic random batches of the same layout, for tests and throughput figures
+
+Both are grain DataLoader iterators with get_state/set_state, so checkpoints record the position. Each process
+gets its slice of the global batch (data.batch_size / process count).
+"""
+
+from pathlib import Path
+
+import grain
+import jax
+import numpy as np
+
+from dex_jax.data import pipeline
+
+
+class RandomBatches:
+    """grain data source: record i is this process's slice of global batch i, drawn from seed (seed, i).
+
+    Layout as the Stage-1 pipeline: source (b,S,S,3); driving, pose_input (b,K,S,S,3); expression_input
+    (b,K,E,E,3) in [-1, 1]; face_mask (b,K,S,S,1), a centred box of ones.
+    """
+
+    def __init__(self, data_config, process_index, process_count, length=2 ** 31 - 1):
+        self._config = {k: int(data_config[k]) for k in
+                        ("batch_size", "image_size", "expression_size", "num_driving", "seed")}
+        self._rows = slice(process_index * self._config["batch_size"] // process_count,
+                           (process_index + 1) * self._config["batch_size"] // process_count)
+        self._length = length
+
+    def __len__(self):
+        return self._length
+
+    def __getitem__(self, index):
+        c = self._config
+        b, k, s, e = c["batch_size"], c["num_driving"], c["image_size"], c["expression_size"]
+        rng = np.random.default_rng((c["seed"], int(index)))
+
+        def uniform(*shape):
+            return rng.uniform(-1.0, 1.0, shape).astype(np.float32)[self._rows]
+
+        mask = np.zeros((s, s, 1), np.float32)
+        mask[s // 4: 3 * s // 4, s // 4: 3 * s // 4] = 1.0
+        return {"source": uniform(b, s, s, 3), "driving": uniform(b, k, s, s, 3),
+                "pose_input": uniform(b, k, s, s, 3), "expression_input": uniform(b, k, e, e, 3),
+                "face_mask": np.broadcast_to(mask, (b, k, s, s, 1))[self._rows].copy()}
+
+    def __repr__(self):
+        return f"RandomBatches({self._config})"
+
+
+def make_iterator(data_config, kind="pairs"):
+    """The batch iterator `data_config.source` names (see module docstring)."""
+    source = data_config.get("source", "tfds")
+    if source == "tfds":
+        if not data_config.dataset_dir:
+            raise ValueError("data.dataset_dir is empty: build a dataset with `dex-portrait data build NAME` "
+                             "and pass --config.data.dataset_dir=DIR (or --config.data.source=random)")
+        if not Path(data_config.dataset_dir).is_dir():
+            raise ValueError(f"no dataset at data.dataset_dir={data_config.dataset_dir}: build it with "
+                             "`dex-portrait data build NAME` or point --config.data.dataset_dir at one")
+        return iter(pipeline.make_loader(data_config, kind))
+    if source == "random":
+        loader = grain.DataLoader(
+            data_source=RandomBatches(data_config, jax.process_index(), jax.process_count()),
+            sampler=grain.samplers.IndexSampler(num_records=2 ** 31 - 1, shuffle=False, seed=0,
+                                                shard_options=grain.sharding.NoSharding(), num_epochs=1),
+            worker_count=0)
+        return iter(loader)
+    raise ValueError(f"unknown data.source {source!r}: use 'tfds' or 'random'")

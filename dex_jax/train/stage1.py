@@ -1,0 +1,175 @@
+"""Stage 1 (paper Sec. 3.2, supplement B.1): the motion trainer against a StyleGAN2 discriminator.
+
+One step, on B examples of one source and K driving frames flattened to B*K pairs:
+  generator: 10 L1 + 1 LPIPS + 100 face-masked LPIPS + non-saturating adversarial loss, Adam, clipped;
+  discriminator: softplus loss on real driving frames vs the (detached) prediction, plus lazy R1 every
+  `r1_every` steps, StyleGAN2-style: (r1_gamma / 2) * r1_every * R1, so its average weight is r1_gamma / 2;
+  EMA of the generator params.
+"""
+
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dex_jax.convert.lpips_vgg import load_lpips
+from dex_jax.motion.losses import discriminator_loss, motion_generator_loss, r1_penalty
+from dex_jax.motion.lpips import lpips_param_shapes
+from dex_jax.motion.motion_trainer import build_discriminator, build_motion_trainer
+from dex_jax.train.loop import Stage
+from dex_jax.train.state import apply_gradients, create_state, ema_update, step_rng
+
+log = logging.getLogger(__name__)
+
+LOSS_NAMES = ("l1", "lpips", "component_lpips", "adversarial")
+METRIC_NAMES = ("generator_loss",) + LOSS_NAMES + (
+    "discriminator_loss", "r1_term", "real_logit", "fake_logit", "generator_grad_norm",
+    "discriminator_grad_norm", "learning_rate")
+PREVIEW_NAMES = ("source", "driving (pose input)", "prediction", "ground truth")
+
+
+def learning_rate_schedule(opt_config, peak, total_steps):
+    """Linear warmup to `peak`, then constant or cosine decay to peak * final_lr_fraction at total_steps."""
+    warmup = int(opt_config.warmup_steps)
+    if opt_config.schedule == "constant":
+        if not warmup:
+            return optax.constant_schedule(peak)
+        return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup])
+    if opt_config.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1),
+                                                  end_value=peak * opt_config.final_lr_fraction)
+    raise ValueError(f"unknown optimizer.schedule {opt_config.schedule!r}: use 'constant' or 'cosine'")
+
+
+def make_optimizer(opt_config, peak, total_steps):
+    """(Adam with gradient clipping by global norm (skipped when grad_clip_norm is 0), its lr schedule)."""
+    schedule = learning_rate_schedule(opt_config, peak, total_steps)
+    adam = optax.adam(schedule, b1=opt_config.b1, b2=opt_config.b2)
+    if opt_config.grad_clip_norm:
+        return optax.chain(optax.clip_by_global_norm(opt_config.grad_clip_norm), adam), schedule
+    return adam, schedule
+
+
+def random_lpips_params(seed=0):
+    """LPIPS params with a random VGG (He-normal kernels, zero biases) and uniform heads 1/C (no pretrained file).
+
+    Built with numpy, so nothing compiles. Random VGG features still make a usable perceptual distance, but
+    real runs should load the pretrained one (config lpips.vgg_weights).
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = path[-1].key
+        if name == "bias":
+            return np.zeros(leaf.shape, np.float32)
+        if path[0].key == "vgg":
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            return rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape).astype(np.float32)
+        return np.full(leaf.shape, 1.0 / leaf.shape[-2], np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, lpips_param_shapes())
+
+
+def lpips_params(config):
+    """The LPIPS weights config.lpips names (`load_lpips` of a user's VGG16 file), else random ones, warned."""
+    if config.lpips.vgg_weights:
+        return load_lpips(config.lpips.vgg_weights, config.lpips.heads or None)
+    log.warning("lpips.vgg_weights is empty: the perceptual losses use a random VGG16")
+    return random_lpips_params(config.seed)
+
+
+def flatten_pairs(batch):
+    """Batch of B examples with K driving frames -> (source, pose input, expression input, target, mask), B*K each."""
+    k = batch["driving"].shape[1]
+
+    def flat(x):
+        return x.reshape((-1,) + x.shape[2:])
+
+    return (jnp.repeat(batch["source"], k, axis=0), flat(batch["pose_input"]), flat(batch["expression_input"]),
+            flat(batch["driving"]), flat(batch["face_mask"]))
+
+
+def make_stage(config, lpips=None):
+    """The Stage-1 `Stage` for a train config (configs/motion_*.py); lpips: LPIPS params (default from config)."""
+    model = config.model
+    generator = build_motion_trainer(model)
+    discriminator = build_discriminator(model)
+    dtype = jnp.dtype(model.dtype)
+    g_optimizer, g_schedule = make_optimizer(config.optimizer, config.optimizer.lr, config.total_steps)
+    d_optimizer, _ = make_optimizer(config.optimizer, config.optimizer.disc_lr, config.total_steps)
+    optimizers = {"generator": g_optimizer, "discriminator": d_optimizer}
+    weights = config.loss
+    num_images = config.log.num_images
+
+    def init(rng):
+        init_rng, train_rng = jax.random.split(rng)
+        g_rng, d_rng = jax.random.split(init_rng)
+        s, e = model.image_size, model.expression.image_size
+        image, crop = jnp.zeros((1, s, s, 3)), jnp.zeros((1, e, e, 3))
+        params = {"generator": generator.init(g_rng, image, image, crop)["params"],
+                  "discriminator": discriminator.init(d_rng, image)["params"]}
+        return create_state(params, optimizers, train_rng, ema_names=("generator",))
+
+    def d_apply(params, images):
+        return discriminator.apply({"params": params}, images)
+
+    def step(state, batch, lpips_weights):
+        source, pose_input, expression_input, target, mask = flatten_pairs(batch)
+        d_params = state.params["discriminator"]
+
+        def generator_objective(g_params):
+            pred = generator.apply({"params": g_params}, source, pose_input, expression_input,
+                                   rngs={"noise": step_rng(state)})
+            total, terms = motion_generator_loss(
+                lpips_weights, pred, target, mask, d_apply(d_params, pred), l1_weight=weights.l1,
+                lpips_weight=weights.lpips, component_lpips_weight=weights.component_lpips,
+                adversarial_weight=weights.adversarial, dtype=dtype)
+            return total, (terms, pred.astype(jnp.float32))
+
+        (g_total, (terms, pred)), g_grads = jax.value_and_grad(generator_objective, has_aux=True)(
+            state.params["generator"])
+        g_params, g_opt_state = apply_gradients(state, "generator", g_grads, g_optimizer)
+
+        fake = jax.lax.stop_gradient(pred)
+        r1_due = state.step % weights.r1_every == 0
+
+        def discriminator_objective(params):
+            real_logits, fake_logits = d_apply(params, target), d_apply(params, fake)
+            adversarial = discriminator_loss(real_logits, fake_logits)
+            r1_term = jax.lax.cond(
+                r1_due, lambda: 0.5 * weights.r1_gamma * weights.r1_every * r1_penalty(
+                    functools.partial(d_apply, params), target), lambda: jnp.zeros((), jnp.float32))
+            return adversarial + r1_term, (adversarial, r1_term, jnp.mean(real_logits), jnp.mean(fake_logits))
+
+        (_, (d_adversarial, r1_term, real_logit, fake_logit)), d_grads = jax.value_and_grad(
+            discriminator_objective, has_aux=True)(d_params)
+        d_params, d_opt_state = apply_gradients(state, "discriminator", d_grads, d_optimizer)
+
+        new = state.replace(
+            step=state.step + 1,
+            params={"generator": g_params, "discriminator": d_params},
+            opt_state={"generator": g_opt_state, "discriminator": d_opt_state},
+            ema={"generator": ema_update(state.ema["generator"], g_params, config.ema.decay)})
+        metrics = {"generator_loss": g_total, **terms, "discriminator_loss": d_adversarial, "r1_term": r1_term,
+                   "real_logit": real_logit, "fake_logit": fake_logit,
+                   "generator_grad_norm": optax.tree.norm(g_grads),
+                   "discriminator_grad_norm": optax.tree.norm(d_grads),
+                   "learning_rate": jnp.asarray(g_schedule(state.step), jnp.float32)}
+        preview = (source[:num_images], pose_input[:num_images], pred[:num_images], target[:num_images])
+        return new, metrics, preview
+
+    frozen = jax.tree.map(jnp.asarray, lpips if lpips is not None else lpips_params(config))
+    return Stage(init=init, step=step, frozen=frozen, metric_names=METRIC_NAMES, preview_names=PREVIEW_NAMES)
+
+
+def check_config(config):
+    """ValueError unless data and model sizes agree (image size, expression crop size)."""
+    model, data = config.model, config.data
+    if data.image_size != model.image_size:
+        raise ValueError(f"data.image_size {data.image_size} differs from model.image_size {model.image_size}")
+    if data.expression_size != model.expression.image_size:
+        raise ValueError(f"data.expression_size {data.expression_size} differs from model.expression.image_size "
+                         f"{model.expression.image_size}")

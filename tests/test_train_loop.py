@@ -1,0 +1,167 @@
+"""The shared loop: Stage 1 end to end through `dex-portrait train` (metrics, TensorBoard, image grid, resume),
+the non-finite guard, the progress line and image grid, and the command line's one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import jax
+import numpy as np
+import pytest
+
+from dex_jax.cli import main as cli_main
+from dex_jax.motion.lpips import lpips_param_shapes
+from dex_jax.train import stage1
+from dex_jax.train.input import make_iterator
+from dex_jax.train.loop import train
+from dex_jax.train.metrics import Progress, image_grid
+from dex_jax.train.nonfinite import NonFiniteError
+from toy_stage import REPO, flat_params, make_toy_stage, toy_config
+
+STAGE1 = ["train", "--config", "configs/motion_test.py", "--config.data.batch_size=2",
+          "--config.log.image_every_steps=1"]
+
+
+@pytest.fixture(autouse=True)
+def same_compilation_cache(monkeypatch):
+    monkeypatch.setenv("DEX_JAX_CACHE", jax.config.jax_compilation_cache_dir)
+
+
+def cli(capsys, *args):
+    code = cli_main(list(args))
+    return code, capsys.readouterr()
+
+
+def error_lines(err):
+    return [line for line in err.splitlines() if line.startswith("dex-portrait train")]
+
+
+def run_cli(*args):
+    """`dex-portrait train ...` in a subprocess compiled at XLA's backend optimisation level 0: it compiles the
+    Stage-1 step in half the time, and these tests check behaviour, not speed."""
+    env = {**os.environ, "DEX_JAX_CACHE": jax.config.jax_compilation_cache_dir,
+           "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    command = [sys.executable, "-c", "import sys; from dex_jax.cli import main; sys.exit(main(sys.argv[1:]))"]
+    return subprocess.run(command + list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+
+
+@pytest.fixture(scope="module")
+def stage1_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("stage1")
+    result = run_cli(*STAGE1, "--workdir", str(workdir), "--config.total_steps=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def test_stage1_trains_logs_and_draws(stage1_run):
+    (record,) = [json.loads(line) for line in (stage1_run / "metrics.jsonl").read_text().splitlines()]
+    assert record["step"] == 1 and set(stage1.METRIC_NAMES) <= set(record)
+    assert all(np.isfinite(record[name]) for name in stage1.METRIC_NAMES)
+    grid = cv2.imread(str(stage1_run / "images" / "step_0000001.png"))
+    assert grid.shape == (2 * 32, 4 * 32, 3)  # 2 pairs x (source | driving | prediction | ground truth)
+    events = b"".join(p.read_bytes() for p in (stage1_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert b"generator_loss" in events and b"preview/" in events
+    assert json.loads((stage1_run / "config.json").read_text())["model"]["image_size"] == 32
+    assert sorted(p.name for p in (stage1_run / "checkpoints").iterdir()) == ["1"]
+
+
+def test_stage1_resumes_with_more_steps(stage1_run):
+    result = run_cli(*STAGE1, "--workdir", str(stage1_run), "--config.total_steps=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from" in result.stderr and "at step 1" in result.stderr
+    assert "step 2/2" in result.stdout and "step 1/2" not in result.stdout
+    records = [json.loads(line) for line in (stage1_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert records[0]["r1_term"] > 0 and records[1]["r1_term"] == 0  # lazy R1 on every 2nd step (r1_every=2)
+    assert sorted(p.name for p in (stage1_run / "checkpoints").iterdir()) == ["1", "2"]
+
+
+def test_workdir_of_another_config_is_refused(stage1_run, capsys):
+    code, out = cli(capsys, *STAGE1, "--workdir", str(stage1_run), "--config.seed=1")
+    assert code == 2
+    assert error_lines(out.err) == [f"dex-portrait train: error: {stage1_run} holds a run of another config "
+                                    "(seed: 0 there, 1 now); use a new --workdir"]
+
+
+def test_unknown_config_key_is_a_one_line_error(tmp_path, capsys):
+    code, out = cli(capsys, *STAGE1, "--workdir", str(tmp_path), "--config.optimizer.lrr=3e-5")
+    assert code == 2
+    assert error_lines(out.err) == ["dex-portrait train: error: unknown config key: optimizer.lrr"]
+
+
+def test_corrupt_checkpoints_are_a_one_line_error(tmp_path, capsys):
+    step_dir = tmp_path / "checkpoints" / "5"
+    (step_dir / "state").mkdir(parents=True)
+    (step_dir / "state" / "_METADATA").write_text("garbage")
+    code, out = cli(capsys, *STAGE1, "--workdir", str(tmp_path))
+    assert code == 2
+    (line,) = error_lines(out.err)
+    assert line.startswith(f"dex-portrait train: error: no intact checkpoint in {tmp_path}/checkpoints (step 5: ")
+
+
+def test_missing_dataset_is_a_one_line_error_and_leaves_no_run(tmp_path, capsys):
+    code, out = cli(capsys, *STAGE1, "--workdir", str(tmp_path), "--config.data.source=tfds")
+    assert code == 2
+    assert "data.dataset_dir is empty" in error_lines(out.err)[0]
+    code, out = cli(capsys, *STAGE1, "--workdir", str(tmp_path), "--config.data.source=tfds",
+                    f"--config.data.dataset_dir={tmp_path / 'nowhere'}")
+    assert code == 2
+    (line,) = error_lines(out.err)
+    assert line.startswith(f"dex-portrait train: error: no dataset at data.dataset_dir={tmp_path / 'nowhere'}")
+    assert not (tmp_path / "config.json").exists()
+
+
+def run_toy(workdir, steps, nan_steps=()):
+    config = toy_config(total_steps=steps)
+    state, _ = train(config, workdir, make_toy_stage(config, nan_steps), make_iterator(config.data))
+    return flat_params(state), state
+
+
+def test_nonfinite_step_is_skipped_and_counted(tmp_path):
+    one, _ = run_toy(tmp_path / "one", 1)
+    skipped, state = run_toy(tmp_path / "skipped", 2, nan_steps=(1,))
+    assert int(state.step) == 2 and int(state.nonfinite_total) == 1 and int(state.nonfinite_streak) == 1
+    for key in one:
+        np.testing.assert_array_equal(skipped[key], one[key], err_msg=key)
+    last = json.loads((tmp_path / "skipped" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last == {"step": 2, "nonfinite_total": 1.0}
+
+
+def test_nonfinite_streak_stops_training(tmp_path):
+    with pytest.raises(NonFiniteError, match="stopped at step 4: 3 steps in a row gave non-finite"):
+        run_toy(tmp_path / "run", 10, nan_steps=(1, 2, 3, 4, 5))
+
+
+def test_progress_line_and_image_grid():
+    progress = Progress(total_steps=100, batch_size=8)
+    assert progress.rates(10) is None
+    line = progress.line(20, {"loss": 0.5}, (2.0, 16.0, 40.0))
+    assert line == "step 20/100 | loss 0.5 | 2 steps/s | 16 examples/s | ETA 0:00:40"
+    columns = [np.full((3, 4, 4, 3), v, np.float32) for v in (-1.0, 0.0, 1.0)]
+    grid = image_grid(columns)
+    assert grid.shape == (12, 12, 3) and grid.dtype == np.uint8
+    assert grid[0, 0, 0] == 0 and grid[0, 4, 0] == 128 and grid[0, 8, 0] == 255
+
+
+def test_learning_rate_schedules():
+    config = toy_config()
+    config.optimizer.update(schedule="constant", warmup_steps=10)
+    schedule = stage1.learning_rate_schedule(config.optimizer, 1e-3, 100)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(5)) == pytest.approx(5e-4, rel=1e-6) and float(schedule(50)) == pytest.approx(1e-3, rel=1e-6)
+    config.optimizer.update(schedule="cosine", final_lr_fraction=0.1)
+    schedule = stage1.learning_rate_schedule(config.optimizer, 1e-3, 100)
+    assert float(schedule(10)) == pytest.approx(1e-3, rel=1e-6)
+    assert float(schedule(100)) == pytest.approx(1e-4, rel=1e-6)
+    config.optimizer.schedule = "linear"
+    with pytest.raises(ValueError, match="unknown optimizer.schedule 'linear'"):
+        stage1.learning_rate_schedule(config.optimizer, 1e-3, 100)
+
+
+def test_random_lpips_params_have_the_lpips_shapes():
+    params = stage1.random_lpips_params()
+    shapes = jax.tree.map(lambda x: x.shape, lpips_param_shapes())
+    assert jax.tree.map(lambda x: x.shape, params) == shapes
+    assert float(np.std(params["vgg"]["conv1_1"]["kernel"])) > 0
