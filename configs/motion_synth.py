@@ -1,6 +1,6 @@
 """Stage-1 training of the embedded default: the `tiny` model (64x64) on SynthHeads, trainable on a CPU.
 
-Build the data first: dex-portrait data build synth_heads
+Build the data first: dex-portrait data build synth_heads --config cpu128
 Run: dex-portrait train --config configs/motion_synth.py --workdir DIR
 Everything not set here (mesh, sharding rules, loss weights) is the paper's (configs/motion_paper.py).
 """
@@ -12,15 +12,15 @@ from dex_jax.config_loading import load_config
 
 def get_config():
     config = load_config("configs/motion_paper.py")
-    config.total_steps = 20_000
+    config.total_steps = 3_000
     config.model = load_config("configs/motion_model.py:tiny")
 
-    config.data.dataset_dir = os.path.expanduser("~/tensorflow_datasets/synth_heads/default/1.0.0")
-    config.data.batch_size = 8
+    config.data.dataset_dir = os.path.expanduser("~/tensorflow_datasets/synth_heads/cpu128/1.0.0")
+    config.data.batch_size = 4
     config.data.num_driving = 2
     config.data.image_size = 64
     config.data.expression_size = 64
-    config.data.worker_count = 0
+    config.data.worker_count = 1
 
     config.optimizer.update(lr=2e-4, disc_lr=2e-4, schedule="cosine", warmup_steps=200)
     config.loss.update(adversarial=0.1, r1_gamma=1.0)

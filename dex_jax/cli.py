@@ -10,7 +10,10 @@ COMMANDS = {
     "bench": ("dex_jax.bench", "benchmarks that print figures: motion, unet, synth"),
     "convert": ("dex_jax.convert.cli", "import PyTorch weights: diffusers"),
     "evaluate": ("dex_jax.evaluate.cli", "score a checkpoint or generated videos: PSNR, SSIM, LPIPS, CSIM, AED, APD"),
+    "probe": ("dex_jax.evaluate.synth_probe", "pose-encoder error and pose leakage into the expression latent "
+                                              "on SynthHeads"),
     "data": ("dex_jax.data.build_cli", "build datasets: data build synth_heads|portrait_videos ..."),
+    "export": ("dex_jax.train.export", "a training run's EMA generator as a small inference checkpoint"),
     "train": ("dex_jax.train.cli", "train a stage: --config configs/NAME.py[:ARG] --workdir DIR [--config.a.b=v]"),
 }
 

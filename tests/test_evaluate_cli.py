@@ -3,19 +3,15 @@
 import json
 
 import cv2
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
 from dex_jax import cli
-from dex_jax.config_loading import load_config
 from dex_jax.convert.lpips_vgg import vgg16_conv_indices
 from dex_jax.motion.lpips import lpips_param_shapes
-from dex_jax.motion.motion_trainer import build_motion_trainer
-from dex_jax.motion.summary import example_inputs
-from dex_jax.train.checkpoint import Checkpointer
+from motion_checkpoint import write_untrained_run
 
 HEADER = "| Method | PSNR ↑ | SSIM ↑ | LPIPS ↓ | CSIM ↑ (dlib_resnet_v1) | AED ↓ | APD ↓ |"
 
@@ -27,23 +23,7 @@ def same_compilation_cache(monkeypatch):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """An untrained `test` model saved as the training loop saves it: config.json + checkpoints/<step>/state.
-
-    Its weights are drawn with numpy into the shapes `jax.eval_shape` gives (N(0, 0.05^2)), which skips compiling
-    the model's init; test_protocols runs the model's own init.
-    """
-    workdir = tmp_path_factory.mktemp("run")
-    config = load_config("configs/motion_test.py")
-    (workdir / "config.json").write_text(config.to_json(indent=2))
-    model = config.model
-    shapes = nn.unbox(jax.eval_shape(build_motion_trainer(model).init, jax.random.key(0), *example_inputs(model)))
-    rng = np.random.default_rng(0)
-    params = jax.tree.map(lambda s: rng.normal(0.0, 0.05, s.shape).astype(np.float32), shapes["params"])
-    checkpoints = Checkpointer(workdir / "checkpoints", keep=1, every_steps=1, async_save=False)
-    checkpoints.save(0, {"step": np.int32(0), "params": {"generator": params}, "ema": {"generator": params}},
-                     force=True)
-    checkpoints.close()
-    return workdir
+    return write_untrained_run(tmp_path_factory.mktemp("run"))
 
 
 def evaluate(capsys, *args):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from dex_jax.config_loading import load_config
 from dex_jax.motion.decoder import ExpressionConditionedDecoder
 from dex_jax.motion.discriminator import Discriminator
-from dex_jax.nn.stylegan import (ModulatedConv2d, downsample2d, fir_kernel, minibatch_stddev, upfirdn2d,
+from dex_jax.nn.stylegan import (ModulatedConv2d, downsample2d, fir_taps, minibatch_stddev, upfirdn2d,
                                  upsample2d)
 
 def _key(seed):
@@ -91,7 +91,8 @@ def test_modulated_conv_matches_explicit_per_sample_weights():
 
 def _torch_blur(x, pad, gain=1.0):
     c = x.shape[1]
-    kernel = torch.tensor(fir_kernel(gain=gain)).flip([0, 1])[None, None].repeat(c, 1, 1, 1)
+    taps = np.asarray(fir_taps(gain=gain), np.float32)
+    kernel = torch.tensor(np.outer(taps, taps)).flip([0, 1])[None, None].repeat(c, 1, 1, 1)
     return F.conv2d(F.pad(x, [pad[0], pad[1], pad[0], pad[1]]), kernel, groups=c)
 
 
@@ -133,9 +134,9 @@ def test_modulated_conv_matches_torch_grouped_conv(up, down):
 # ----------------------------------------------------------------------------- (b) FIR resampling
 
 def test_blur_kernel_normalisation():
-    assert fir_kernel().sum() == pytest.approx(1.0)
-    assert fir_kernel(gain=4.0).sum() == pytest.approx(4.0)
-    np.testing.assert_allclose(fir_kernel(), np.outer([1, 3, 3, 1], [1, 3, 3, 1]) / 64.0)
+    assert np.outer(fir_taps(), fir_taps()).sum() == pytest.approx(1.0)
+    assert np.outer(fir_taps(gain=4.0), fir_taps(gain=4.0)).sum() == pytest.approx(4.0)
+    np.testing.assert_allclose(np.outer(fir_taps(), fir_taps()), np.outer([1, 3, 3, 1], [1, 3, 3, 1]) / 64.0)
 
 
 def test_resampling_keeps_a_constant_image_constant_inside():
@@ -150,8 +151,9 @@ def test_resampling_keeps_a_constant_image_constant_inside():
 @pytest.mark.parametrize("up,down,pad", [(2, 1, (2, 1)), (1, 2, (1, 1)), (1, 1, (2, 1))])
 def test_upfirdn2d_matches_zero_insertion_in_torch(up, down, pad):
     x = np.random.default_rng(0).normal(size=(1, 6, 6, 2)).astype(np.float32)
-    kernel = np.outer([1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 2.0, 1.0]).astype(np.float32)  # asymmetric: flip matters
-    got = np.asarray(upfirdn2d(jnp.asarray(x), kernel, up=up, down=down, pad=pad))
+    rows, cols = (1.0, 2.0, 3.0, 4.0), (1.0, 1.0, 2.0, 1.0)  # asymmetric: flip matters
+    kernel = np.outer(rows, cols).astype(np.float32)
+    got = np.asarray(upfirdn2d(jnp.asarray(x), (rows, cols), up=up, down=down, pad=pad))
     t = torch.tensor(x).permute(0, 3, 1, 2)
     stuffed = torch.zeros(1, 2, 6 * up, 6 * up)
     stuffed[:, :, ::up, ::up] = t

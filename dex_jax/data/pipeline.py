@@ -31,6 +31,7 @@ The `data` config (`default_config()`):
   rotation_degrees        expression input rotation, uniform in +-rotation_degrees
   cross_view_probability  chance the expression input is another camera's view of the same instant (if any)
   expression_box_scale    expression crop side = the face box's longer side times this
+  mask_pose_input         cover the eyes and mouth of the pose input (False only for ablations)
   mask_dilation           pose-input hull dilation, a fraction of the face box's longer side
   mask_fill               value of the covered pose-input pixels, in [-1, 1]
 """
@@ -65,6 +66,7 @@ def default_config():
         "rotation_degrees": 30.0,
         "cross_view_probability": 0.5,
         "expression_box_scale": 1.0,
+        "mask_pose_input": True,
         "mask_dilation": 0.04,
         "mask_fill": 0.0,
     })
@@ -158,7 +160,8 @@ class MakeExample(grain.transforms.RandomMap):
         self._dataset_dir = str(dataset_dir)
         self._config = {k: config[k] for k in ("split", "image_size", "expression_size", "num_driving",
                                                "clip_length", "rotation_degrees", "cross_view_probability",
-                                               "expression_box_scale", "mask_dilation", "mask_fill")}
+                                               "expression_box_scale", "mask_pose_input", "mask_dilation",
+                                               "mask_fill")}
         self._index = index
         self._groups = groups
         self._kind = kind
@@ -189,8 +192,10 @@ class MakeExample(grain.transforms.RandomMap):
         size = c["image_size"]
         factor = size / rec["image"].shape[0]
         image = to_model(rec["image"], size)
-        covered, _ = pose_input(image, rescale_points(rec["landmarks"], factor), self._groups,
-                                rescale_points(rec["face_box"], factor), c["mask_dilation"], c["mask_fill"])
+        covered = image
+        if c["mask_pose_input"]:
+            covered, _ = pose_input(image, rescale_points(rec["landmarks"], factor), self._groups,
+                                    rescale_points(rec["face_box"], factor), c["mask_dilation"], c["mask_fill"])
         mask = cv2.resize(rec["face_mask"], (size, size), interpolation=cv2.INTER_AREA).reshape(size, size, 1)
         return {"driving": image, "pose_input": covered, "face_mask": (mask > 127).astype(np.float32),
                 "expression_input": self._expression_input(record, rec, rng)}

@@ -86,6 +86,9 @@ class SynthHeads(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         SynthHeadsConfig(name="default", description="512 px, 100 identities (10 test), 2 sequences x 4 views "
                                                      "x 32 frames each"),
+        SynthHeadsConfig(name="cpu128", description="128 px, 200 identities (20 test), 1 sequence x 4 views x 32 "
+                                                    "frames each: the embedded default model's training set",
+                         image_size=128, num_identities=200, num_test_identities=20, num_sequences=1),
         SynthHeadsConfig(name="tiny", description="64 px, 8 identities (2 test), 1 sequence x 2 views x 26 frames",
                          image_size=64, num_identities=8, num_test_identities=2, num_sequences=1, num_views=2,
                          num_frames=26),

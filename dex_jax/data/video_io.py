@@ -146,3 +146,55 @@ def iter_frames(entry, stride=1, max_frames=None):
         yield index, frame
     if not readable:
         raise VideoReadError("has no readable frame")
+
+
+def read_image(path):
+    """An image file as RGB uint8 (H, W, 3); ValueError when it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image not found: {path}")
+    image = _read_image(path)
+    if image is None:
+        raise ValueError(f"{path} is not a readable image")
+    return image
+
+
+def read_clip(path):
+    """A video file or frame folder as ((T, H, W, 3) uint8, fps); ValueError when it cannot be read whole."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"video not found: {path}")
+    fps = 25.0
+    if path.is_file():
+        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        fps = capture.get(cv2.CAP_PROP_FPS) or fps
+        capture.release()
+    try:
+        frames = [frame for _, frame in iter_frames(VideoEntry(path, "test", path.stem, path.stem, "0"))]
+    except VideoReadError as err:
+        raise ValueError(f"{path} {err}") from None
+    if any(frame is None for frame in frames):
+        raise ValueError(f"{path} has unreadable frames")
+    if len({frame.shape for frame in frames}) > 1:
+        raise ValueError(f"{path} has frames of different sizes")
+    return np.stack(frames), float(fps)
+
+
+def write_video(path, frames, fps=25.0):
+    """Write (T, H, W, 3) uint8 RGB frames as an MPEG-4 .mp4 through a temporary name, renamed when complete."""
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+        raise ValueError(f"write_video needs a non-empty (T, H, W, 3) uint8 clip, got {frames.dtype} {frames.shape}")
+    height, width = frames.shape[1:3]
+    partial = path.with_name(f".{path.stem}.partial.mp4")
+    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+    if not writer.isOpened():
+        raise OSError(f"cannot open an MPEG-4 writer for {path}")
+    try:
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    partial.rename(path)
+    return path

@@ -58,14 +58,17 @@ def check_rgb_uint8(image):
 
 
 class FaceLandmarker:
-    """MediaPipe FaceLandmarker in IMAGE mode, one face per frame; use as a context manager or call close()."""
+    """MediaPipe FaceLandmarker in IMAGE mode; use as a context manager or call close().
 
-    def __init__(self, model_path=None, sha256=FACE_LANDMARKER_SHA256, min_detection_confidence=0.5):
+    It looks for up to `num_faces` faces; `detect` reports the first, `count` how many it found.
+    """
+
+    def __init__(self, model_path=None, sha256=FACE_LANDMARKER_SHA256, min_detection_confidence=0.5, num_faces=1):
         model = read_verified_model(model_path or default_model_path(), sha256)
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_buffer=model),
             running_mode=vision.RunningMode.IMAGE,
-            num_faces=1,
+            num_faces=num_faces,
             min_face_detection_confidence=min_detection_confidence,
             output_face_blendshapes=True,
             output_facial_transformation_matrixes=True)
@@ -82,6 +85,12 @@ class FaceLandmarker:
         blendshapes = np.array([c.score for c in result.face_blendshapes[0]], np.float32)
         transform = np.asarray(result.facial_transformation_matrixes[0], np.float32)
         return FaceObservation(blendshapes, transform, landmarks)
+
+    def count(self, image):
+        """How many faces (up to num_faces) an (H, W, 3) uint8 RGB frame shows."""
+        check_rgb_uint8(image)
+        result = self._task.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+        return len(result.face_landmarks)
 
     def close(self):
         self._task.close()

@@ -122,7 +122,7 @@ class MotionAnimator:
         inputs = []
         for frame, (points, box) in zip(frames, faces):
             image = to_model(frame, size)
-            if points is not None:
+            if points is not None and data.mask_pose_input:
                 factor = np.array([size / frame.shape[1], size / frame.shape[0]])
                 image, _ = pose_input(image, rescale_points(points, factor), MASKED_GROUPS,
                                       rescale_points(box.reshape(2, 2), factor).reshape(4), data.mask_dilation,
@@ -187,11 +187,8 @@ def read_train_config(config_path):
     return ml_collections.ConfigDict(_tuples(json.loads(Path(config_path).read_text())))
 
 
-def load_motion_model(checkpoint_dir, landmarker=None):
-    """A MotionAnimator of the newest intact step under `checkpoint_dir` (module docstring); EMA params if any.
-
-    landmarker: the MediaPipe FaceLandmarker that finds the driving faces (default: a new one).
-    """
+def read_generator(checkpoint_dir):
+    """(model config, generator params, data config, description) of the newest intact step (EMA params if any)."""
     folder, config_path = checkpoint_paths(checkpoint_dir)
     config = read_train_config(config_path)
     if "model" not in config:
@@ -201,10 +198,19 @@ def load_motion_model(checkpoint_dir, landmarker=None):
     use_ema = "generator" in ema
     params = ema["generator"] if use_ema else state["params"]["generator"]
     data = data_defaults()
-    data.update({key: config.data[key] for key in ("mask_dilation", "mask_fill", "expression_box_scale")
-                 if "data" in config and key in config.data})
+    keys = ("mask_pose_input", "mask_dilation", "mask_fill", "expression_box_scale")
+    data.update({key: config.data[key] for key in keys if "data" in config and key in config.data})
     step = int(np.asarray(state["step"])) if "step" in state else None
     description = f"{folder.parent.name} step {step} ({'EMA' if use_ema else 'raw'} generator)"
     if step == 0:
         description += ", untrained"
-    return MotionAnimator(config.model, params, data, landmarker or FaceLandmarker(), description)
+    return config.model, params, data, description
+
+
+def load_motion_model(checkpoint_dir, landmarker=None):
+    """A MotionAnimator of the newest intact step under `checkpoint_dir` (module docstring); EMA params if any.
+
+    landmarker: the MediaPipe FaceLandmarker that finds the driving faces (default: a new one).
+    """
+    model, params, data, description = read_generator(checkpoint_dir)
+    return MotionAnimator(model, params, data, landmarker or FaceLandmarker(), description)

@@ -1,42 +1,113 @@
-"""`dex-portrait animate`: until a trained checkpoint is bundled, an honest preview of the Stage-1 model."""
+"""`dex-portrait animate`: animate a source portrait with a driving video (or separate pose and expression videos).
+
+With no arguments it animates the bundled SynthHeads source (data/demo/source.png) with the bundled driving
+clip (data/demo/driving.mp4) using the bundled Stage-1 model (data/motion_synth, trained on SynthHeads only),
+and writes OUT/result.mp4 and OUT/side_by_side.mp4 (source | driving | result). With --pose-driving and
+--expression-driving the head pose comes from one video and the expression from the other (side by side:
+source | pose | expression | result); either may be left out, and --driving (the bundled clip by default)
+drives the other. Clips of different lengths are cut to the shorter one.
+
+Driving frames where MediaPipe finds no face borrow the nearest frame's landmarks and are counted. A source
+without a face or with several faces, unreadable files and a checkpoint that does not read are one-line errors.
+"""
 
 import argparse
-import time
+from pathlib import Path
 
-import flax.linen as nn
-import jax
+import cv2
 import numpy as np
 
-from dex_jax.config_loading import load_config
-from dex_jax.motion.motion_trainer import build_motion_trainer
-from dex_jax.motion.summary import example_inputs, parameter_counts
+from dex_jax.data.video_io import read_clip, read_image, write_video
+from dex_jax.evaluate.face_landmarker import FaceLandmarker
+from dex_jax.evaluate.model_runner import load_motion_model
 
-NOTICE = ("No trained checkpoint is bundled yet: this runs the UNTRAINED tiny motion trainer "
-          "(random weights) to show the pipeline compiles and runs; its output is not a portrait.")
+DEMO = Path(__file__).resolve().parents[2] / "data"
+DEFAULTS = {"source": DEMO / "demo" / "source.png", "driving": DEMO / "demo" / "driving.mp4",
+            "checkpoint": DEMO / "motion_synth", "out": Path("out") / "animate"}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="dex-portrait animate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default=DEFAULTS["source"], type=Path, help="source portrait image")
+    parser.add_argument("--driving", default=None, type=Path,
+                        help="driving video or frame folder: pose and expression (default: the bundled clip)")
+    parser.add_argument("--pose-driving", default=None, type=Path, help="video that drives the head pose only")
+    parser.add_argument("--expression-driving", default=None, type=Path,
+                        help="video that drives the expression only")
+    parser.add_argument("--checkpoint", default=DEFAULTS["checkpoint"], type=Path,
+                        help="a training workdir or an exported model (default: the bundled SynthHeads model)")
+    parser.add_argument("--out", default=DEFAULTS["out"], type=Path, help="output folder")
+    parser.add_argument("--max-frames", default=None, type=int, help="animate at most this many frames")
+    return parser.parse_args(argv)
+
+
+def check_one_face(landmarker, image, what):
+    """ValueError unless `image` shows exactly one face."""
+    found = landmarker.count(image)
+    if found == 0:
+        raise ValueError(f"no face found in the {what}")
+    if found > 1:
+        raise ValueError(f"{found} faces found in the {what}; crop it to one face")
+
+
+def panel(frames, height):
+    """(T, h, w, 3) frames resized to `height` rows, keeping their aspect ratio."""
+    t, h, w = frames.shape[:3]
+    width = max(1, round(w * height / h))
+    if (h, w) == (height, width):
+        return frames
+    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def side_by_side(source, clips, result):
+    """Source (repeated over time) | each driving clip | result, all at the result's height."""
+    height = result.shape[1]
+    still = np.broadcast_to(panel(source[None], height), (len(result),) + panel(source[None], height).shape[1:])
+    return np.concatenate([still] + [panel(c, height) for c in clips] + [result], axis=2)
+
+
+def driving_clips(args):
+    """(pose clip, expression clip, fps, side-by-side clips) from the arguments, cut to a common length."""
+    disentangled = args.pose_driving is not None or args.expression_driving is not None
+    default = args.driving or DEFAULTS["driving"]
+    pose, fps = read_clip(args.pose_driving or default)
+    expression = read_clip(args.expression_driving)[0] if args.expression_driving else None
+    if expression is None:
+        expression = pose if not args.pose_driving else read_clip(default)[0]
+    n = min(len(pose), len(expression), args.max_frames or len(pose))
+    if n < 1:
+        raise ValueError("--max-frames must be at least 1")
+    pose = pose[:n]
+    if not disentangled:
+        return pose, pose, fps, [pose]
+    return pose, expression[:n], fps, [pose, expression[:n]]
+
+
+def animate(args):
+    """Run the model and write the two videos; returns (result path, side-by-side path, animator)."""
+    source = read_image(args.source)
+    pose, expression, fps, shown = driving_clips(args)
+    with FaceLandmarker(num_faces=2) as counter:
+        check_one_face(counter, source, f"source image {args.source}")
+        check_one_face(counter, pose[0], "first driving frame")
+    with FaceLandmarker() as landmarker:
+        animator = load_motion_model(args.checkpoint, landmarker)
+        result = animator(source, pose, expression)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result_path = write_video(args.out / "result.mp4", result, fps)
+    comparison_path = write_video(args.out / "side_by_side.mp4", side_by_side(source, shown, result), fps)
+    return result_path, comparison_path, animator
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait animate", description=NOTICE)
-    parser.add_argument("--model", default="configs/motion_model.py:tiny",
-                        help="model config to run (default: the tiny motion trainer)")
-    args = parser.parse_args(argv)
-    print(NOTICE)
-    print("\nStage-1 parameter counts, paper-size config (jax.eval_shape, nothing allocated):")
-    for name, value in parameter_counts(load_config("configs/motion_model.py:paper")).items():
-        print(f"  {name:<20} {value:>13,}")
-
-    config = load_config(args.model)
-    trainer = build_motion_trainer(config)
-    keys = jax.random.split(jax.random.key(0), 3)
-    inputs = [jax.random.uniform(k, x.shape, minval=-1, maxval=1) for k, x in zip(keys, example_inputs(config))]
-    variables = nn.unbox(jax.jit(trainer.init)(jax.random.key(1), *inputs))
-    forward = jax.jit(trainer.apply)
-    start = time.perf_counter()
-    image = np.asarray(forward(variables, *inputs))
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    jax.block_until_ready(forward(variables, *inputs))
-    run_ms = (time.perf_counter() - start) * 1e3
-    print(f"\n{args.model}: jitted forward -> image {image.shape}, values in "
-          f"[{image.min():.2f}, {image.max():.2f}], compile {compile_s:.1f} s, forward {run_ms:.1f} ms "
-          f"on {jax.devices()[0].device_kind}")
+    args = parse_args(argv)
+    result_path, comparison_path, animator = animate(args)
+    print(f"animated {args.source} with {animator.description}")
+    missing = animator.frames_without_face
+    if missing["pose"] or missing["expression"]:
+        print(f"driving frames without a face (landmarks borrowed from the nearest frame): pose "
+              f"{missing['pose']}, expression {missing['expression']}")
+    print(f"result:       {result_path}")
+    print(f"side by side: {comparison_path}")
+    return 0

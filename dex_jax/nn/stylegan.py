@@ -16,38 +16,52 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 
 # ----------------------------------------------------------------------------- FIR resampling
 
-def fir_kernel(taps=BLUR_TAPS, gain=1.0):
-    """The separable 2D FIR kernel outer(taps, taps), normalised to sum to `gain`."""
-    taps = np.asarray(taps, np.float32)
-    kernel = np.outer(taps, taps)
-    return kernel * (gain / kernel.sum())
+def fir_taps(taps=BLUR_TAPS, gain=1.0):
+    """1-D taps t whose separable 2D kernel outer(t, t) sums to `gain`."""
+    taps = np.asarray(taps, np.float64)
+    return tuple(float(v) for v in taps * (math.sqrt(gain) / taps.sum()))
 
 
-def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0)):
-    """Upsample by zero insertion, pad (before, after), convolve each channel with `kernel`, keep every
-    `down`-th pixel; NHWC. Output side = (side * up + pad[0] + pad[1] - len(kernel)) // down + 1."""
-    channels = x.shape[-1]
-    flipped = np.ascontiguousarray(kernel[::-1, ::-1])
-    weight = jnp.asarray(np.tile(flipped[:, :, None, None], (1, 1, 1, channels)), x.dtype)
-    padding = ((pad[0], pad[1] + up - 1),) * 2
-    return jax.lax.conv_general_dilated(
-        x, weight, window_strides=(down, down), padding=padding, lhs_dilation=(up, up),
-        dimension_numbers=_NHWC, feature_group_count=channels)
+def _fir_1d(x, taps, axis, down):
+    """Correlate axis `axis` with reversed `taps` (a true convolution) over the valid range, keep every
+    `down`-th output: a sum of strided slices, cheap forward and backward on every backend."""
+    length = (x.shape[axis] - len(taps)) // down + 1
+    out = 0.0
+    for j, tap in enumerate(taps[::-1]):
+        start = [0] * x.ndim
+        limit = list(x.shape)
+        strides = [1] * x.ndim
+        start[axis], limit[axis], strides[axis] = j, j + (length - 1) * down + 1, down
+        out = out + tap * jax.lax.slice(x, start, limit, strides)
+    return out
+
+
+def upfirdn2d(x, taps, up=1, down=1, pad=(0, 0)):
+    """Upsample by zero insertion, pad (before, after), convolve with the separable kernel
+    outer(taps[0], taps[1]) (rows, columns), keep every `down`-th pixel; NHWC.
+    Output side = (side * up + pad[0] + pad[1] - len(taps)) // down + 1."""
+    rows, cols = taps
+    spatial = (pad[0], pad[1] + up - 1, up - 1)
+    x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), spatial, spatial, (0, 0, 0)))
+    return _fir_1d(_fir_1d(x, rows, 1, down), cols, 2, down).astype(x.dtype)
 
 
 def blur(x, pad, gain=1.0):
     """The [1,3,3,1] low-pass filter with explicit (before, after) padding."""
-    return upfirdn2d(x, fir_kernel(gain=gain), pad=pad)
+    taps = fir_taps(gain=gain)
+    return upfirdn2d(x, (taps, taps), pad=pad)
 
 
 def upsample2d(x):
     """2x upsampling: zero insertion + [1,3,3,1] filter scaled by 4, so a constant image stays constant."""
-    return upfirdn2d(x, fir_kernel(gain=4.0), up=2, pad=(2, 1))
+    taps = fir_taps(gain=4.0)
+    return upfirdn2d(x, (taps, taps), up=2, pad=(2, 1))
 
 
 def downsample2d(x):
     """2x downsampling: [1,3,3,1] filter, then every other pixel."""
-    return upfirdn2d(x, fir_kernel(), down=2, pad=(1, 1))
+    taps = fir_taps()
+    return upfirdn2d(x, (taps, taps), down=2, pad=(1, 1))
 
 
 def _conv(x, kernel, strides=1, padding=0):

@@ -1,0 +1,164 @@
+"""`dex-portrait probe`: a Stage-1 model's pose encoder and expression latent against SynthHeads ground truth.
+
+    dex-portrait probe --checkpoint CKPT [--checkpoint CKPT2 ...] [--out DIR]
+
+Frames are rendered on the fly at RENDER_SIZE px with uniform random poses in PROBE_POSE_RANGES (the range
+the multi-view SynthHeads builds cover: camera yaw up to 30 degrees plus head yaw up to 12, and so on) and
+random expressions. A fit set uses training identities (0 .. FIT_IDENTITIES-1); the evaluation set uses the
+held-out identities of the synth_heads benchmark, never in any build. Inputs are built as at inference: the
+whole frame resized for the pose encoder; the face-box square, not rotated, for the expression encoder.
+
+Reported per checkpoint, on the evaluation set:
+  pose error      mean absolute error of yaw, pitch, roll (degrees), tx, ty (fractions of the half image) and
+                  scale, raw, and after a per-axis affine map fitted on the fit set ("calibrated": the
+                  encoder learns pose without labels, so its zero and units need not match the renderer's);
+  leakage R^2     a ridge-regression probe from the expression latent to the six ground-truth pose values,
+                  fitted on the fit set, its R^2 on the evaluation set (per value and the mean over yaw, pitch,
+                  roll). High R^2 means head pose leaks into the expression latent (the paper's Fig. 10).
+Writes DIR/probe.md and DIR/probe.json.
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dex_jax.data import synth_heads
+from dex_jax.data.augment import expression_crop
+from dex_jax.data.pipeline import to_model
+from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY
+from dex_jax.evaluate.model_runner import read_generator
+from dex_jax.motion.motion_trainer import build_motion_trainer
+
+DEG = math.pi / 180
+PROBE_POSE_RANGES = {"yaw": (-40 * DEG, 40 * DEG), "pitch": (-20 * DEG, 20 * DEG), "roll": (-12 * DEG, 12 * DEG),
+                     "tx": (-0.06, 0.06), "ty": (-0.06, 0.06), "scale": (0.9, 1.1)}
+RENDER_SIZE = 128
+FIT_IDENTITIES = 180
+CHUNK = 32
+RIDGE = 1e-2
+UNITS = {"yaw": "deg", "pitch": "deg", "roll": "deg", "tx": "", "ty": "", "scale": ""}
+
+
+def probe_frames(num_frames, identities, seed):
+    """Rendered frames with their ground truth: (images (N, S, S, 3) uint8, face boxes (N, 4), poses (N, 6))."""
+    key = jax.random.PRNGKey(seed)
+    images, boxes, poses = [], [], []
+    for start in range(0, num_frames, CHUNK):
+        k_id, k_pose, k_expr = jax.random.split(jax.random.fold_in(key, start), 3)
+        ids = identities[0] + jax.random.randint(k_id, (CHUNK,), 0, identities[1] - identities[0])
+        pose = synth_heads.sample_pose(k_pose, (CHUNK,), PROBE_POSE_RANGES)
+        frames = synth_heads.render_frames(ids, pose, synth_heads.sample_expression(k_expr, (CHUNK,)),
+                                           RENDER_SIZE, RENDER_SIZE)
+        images.append(np.asarray(frames["image"]))
+        boxes.append(np.asarray(frames["face_box"]))
+        poses.append(np.asarray(frames["pose"]))
+    return tuple(np.concatenate(a)[:num_frames] for a in (images, boxes, poses))
+
+
+def encode(model_config, params, data_config, images, boxes):
+    """(predicted poses (N, 6) in POSE_NAMES order, expression latents (N, D)) of rendered frames."""
+    model = build_motion_trainer(model_config)
+    size, crop_size = model_config.image_size, model_config.expression.image_size
+
+    @jax.jit
+    def run(pose_images, crops):
+        def both(module):
+            pose = module.encode_pose(pose_images)
+            return jnp.stack([pose[name] for name in synth_heads.POSE_NAMES], -1), module.encode_expression(crops)
+        return model.apply({"params": params}, method=both)
+
+    poses, latents = [], []
+    for start in range(0, len(images), CHUNK):
+        batch = slice(start, start + CHUNK)
+        pose_images = np.stack([to_model(image, size) for image in images[batch]])
+        crops = np.stack([expression_crop(image, box, crop_size, 0.0, data_config.expression_box_scale)
+                          for image, box in zip(images[batch], boxes[batch])]).astype(np.float32) / 127.5 - 1.0
+        pose, latent = run(pose_images, crops)
+        poses.append(np.asarray(pose, np.float64))
+        latents.append(np.asarray(latent, np.float64))
+    return np.concatenate(poses), np.concatenate(latents)
+
+
+def pose_errors(predicted, truth):
+    """{name: mean |error|}, rotations in degrees."""
+    scale = np.array([1 / DEG if UNITS[n] == "deg" else 1.0 for n in synth_heads.POSE_NAMES])
+    return dict(zip(synth_heads.POSE_NAMES, np.mean(np.abs(predicted - truth) * scale, 0).tolist()))
+
+
+def affine_calibration(predicted, truth):
+    """Per-axis least-squares a * predicted + b -> truth; returns a function applying it."""
+    design = np.stack([predicted, np.ones_like(predicted)], -1)
+    coefs = [np.linalg.lstsq(design[:, i], truth[:, i], rcond=None)[0] for i in range(predicted.shape[1])]
+    a, b = np.array([c[0] for c in coefs]), np.array([c[1] for c in coefs])
+    return lambda p: a * p + b
+
+
+def ridge_probe_r2(fit_x, fit_y, eval_x, eval_y, ridge=RIDGE):
+    """R^2 per target of a ridge regression (standardised inputs, penalty ridge * N) fitted on fit, scored on eval."""
+    mean, std = fit_x.mean(0), fit_x.std(0) + 1e-8
+    fx, ex = (fit_x - mean) / std, (eval_x - mean) / std
+    y_mean = fit_y.mean(0)
+    gram = fx.T @ fx + ridge * len(fx) * np.eye(fx.shape[1])
+    weights = np.linalg.solve(gram, fx.T @ (fit_y - y_mean))
+    residual = eval_y - (ex @ weights + y_mean)
+    return 1.0 - (residual ** 2).sum(0) / ((eval_y - eval_y.mean(0)) ** 2).sum(0)
+
+
+def probe(checkpoint, fit, held_out):
+    """The report dict of one checkpoint on the (images, boxes, poses) fit and evaluation sets."""
+    model_config, params, data_config, description = read_generator(checkpoint)
+    fit_pose, fit_latent = encode(model_config, params, data_config, *fit[:2])
+    eval_pose, eval_latent = encode(model_config, params, data_config, *held_out[:2])
+    calibrate = affine_calibration(fit_pose, fit[2])
+    r2 = ridge_probe_r2(fit_latent, fit[2], eval_latent, held_out[2])
+    return {"model": description, "checkpoint": str(checkpoint),
+            "pose_error_raw": pose_errors(eval_pose, held_out[2]),
+            "pose_error_calibrated": pose_errors(calibrate(eval_pose), held_out[2]),
+            "leakage_r2": dict(zip(synth_heads.POSE_NAMES, r2.tolist())),
+            "leakage_r2_rotation_mean": float(np.mean(r2[:3]))}
+
+
+def markdown(reports, num_fit, num_eval):
+    names = synth_heads.POSE_NAMES
+    head = "| Model | " + " | ".join(f"{n} {'(deg)' if UNITS[n] else ''}".strip() for n in names)
+    lines = [f"SynthHeads probe: fit on {num_fit} frames of training identities, scored on {num_eval} frames of "
+             "held-out identities.", "", "Pose-encoder mean absolute error (raw / calibrated):", "",
+             head + " |", "|---" * (len(names) + 1) + "|"]
+    for r in reports:
+        cells = [f"{r['pose_error_raw'][n]:.3g} / {r['pose_error_calibrated'][n]:.3g}" for n in names]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    lines += ["", "Pose leakage into the expression latent, R^2 of a linear probe (lower is better):", "",
+              "| Model | " + " | ".join(names) + " | mean yaw/pitch/roll |", "|---" * (len(names) + 2) + "|"]
+    for r in reports:
+        cells = [f"{r['leakage_r2'][n]:.3f}" for n in names]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['leakage_r2_rotation_mean']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="dex-portrait probe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", action="append", required=True, help="a training workdir or export")
+    parser.add_argument("--out", default="out/probe", type=Path, help="folder for probe.md and probe.json")
+    parser.add_argument("--num-fit", default=1024, type=int, help="fit-set frames")
+    parser.add_argument("--num-eval", default=512, type=int, help="evaluation-set frames")
+    args = parser.parse_args(argv)
+    if args.num_fit < 64 or args.num_eval < 16:
+        raise ValueError("--num-fit must be at least 64 and --num-eval at least 16")
+    fit = probe_frames(args.num_fit, (0, FIT_IDENTITIES), seed=0)
+    held_out = probe_frames(args.num_eval, (HELD_OUT_FIRST_IDENTITY, HELD_OUT_FIRST_IDENTITY + 1000), seed=1)
+    reports = [probe(c, fit, held_out) for c in args.checkpoint]
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = markdown(reports, args.num_fit, args.num_eval)
+    for name, text in (("probe.md", table), ("probe.json", json.dumps(reports, indent=2))):
+        partial = args.out / f".{name}.partial"
+        partial.write_text(text)
+        partial.rename(args.out / name)
+    print(table)
+    print(f"wrote {args.out / 'probe.md'} and {args.out / 'probe.json'}")
+    return 0

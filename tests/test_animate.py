@@ -1,0 +1,135 @@
+"""`dex-portrait animate` and `dex-portrait export`: videos written, disentangled drive, one-line errors."""
+
+import cv2
+import jax
+import numpy as np
+import pytest
+
+from dex_jax import cli
+from dex_jax.data.video_io import read_clip, read_image, write_video
+from dex_jax.evaluate.model_runner import load_motion_model
+from dex_jax.infer.animate import DEFAULTS
+from dex_jax.train.checkpoint import read_checkpoint
+from motion_checkpoint import write_untrained_run
+
+DEMO = DEFAULTS["source"].parent
+
+
+@pytest.fixture(autouse=True)
+def same_compilation_cache(monkeypatch):
+    monkeypatch.setenv("DEX_JAX_CACHE", jax.config.jax_compilation_cache_dir)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return write_untrained_run(tmp_path_factory.mktemp("run"), step=7)
+
+
+def dex(capsys, *args):
+    code = cli.main([*map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err, command):
+    lines = err.rstrip("\n").split("\n")
+    assert lines[-1].startswith(f"dex-portrait {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[-1]
+
+
+def test_driving_clip_gives_result_and_side_by_side(run, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = dex(capsys, "animate", "--checkpoint", run, "--out", out, "--max-frames", 3)
+    assert code == 0, err
+    assert f"{run.name} step 7 (EMA generator)" in stdout
+    assert str(out / "result.mp4") in stdout and str(out / "side_by_side.mp4") in stdout
+    result, fps = read_clip(out / "result.mp4")
+    comparison, _ = read_clip(out / "side_by_side.mp4")
+    source = read_image(DEFAULTS["source"])
+    driving, driving_fps = read_clip(DEFAULTS["driving"])
+    assert result.shape == (3,) + source.shape and fps == driving_fps
+    assert comparison.shape == (3, 256, 3 * 256, 3)
+    # the panels are what they say: the source still, then the driving frames, then the result (MPEG-4 is lossy)
+    assert np.abs(comparison[1, :, :256].astype(float) - source).mean() < 8
+    assert np.abs(comparison[1, :, 256:512].astype(float) - driving[1]).mean() < 8
+    assert np.abs(comparison[1, :, 512:].astype(float) - result[1]).mean() < 8
+    assert sorted(p.name for p in out.iterdir()) == ["result.mp4", "side_by_side.mp4"]
+
+
+def test_pose_and_expression_from_different_clips(run, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = dex(capsys, "animate", "--checkpoint", run, "--out", out, "--max-frames", 2,
+                       "--pose-driving", DEMO / "pose.mp4", "--expression-driving", DEMO / "expression.mp4")
+    assert code == 0, err
+    comparison, _ = read_clip(out / "side_by_side.mp4")
+    expression, _ = read_clip(DEMO / "expression.mp4")
+    assert comparison.shape == (2, 256, 4 * 256, 3)
+    assert np.abs(comparison[0, :, 512:768].astype(float) - expression[0]).mean() < 8
+
+
+def _two_faces(path):
+    source = read_image(DEFAULTS["source"])
+    cv2.imwrite(str(path), np.concatenate([source, source], 1)[:, :, ::-1])
+
+
+def _flat(path):
+    cv2.imwrite(str(path), np.full((128, 128, 3), 90, np.uint8))
+
+
+def _text(path):
+    path.write_text("not a video")
+
+
+@pytest.mark.parametrize("flag,make,message", [
+    ("--source", None, "image not found"),
+    ("--source", _flat, "no face found in the source image"),
+    ("--source", _two_faces, "2 faces found in the source image"),
+    ("--driving", _text, "cannot be opened as a video"),
+    ("--checkpoint", None, "checkpoint not found"),
+])
+def test_bad_input_is_a_one_line_error_and_writes_nothing(run, tmp_path, capsys, flag, make, message):
+    path = tmp_path / ("input.mp4" if flag == "--driving" else "input.png")
+    if flag == "--checkpoint":
+        path = tmp_path / "missing"
+    elif make is not None:
+        make(path)
+    out = tmp_path / "out"
+    checkpoint = [] if flag == "--checkpoint" else ["--checkpoint", run]
+    code, _, err = dex(capsys, "animate", *checkpoint, flag, path, "--out", out, "--max-frames", 2)
+    assert code == 2
+    assert message in one_line_error(err, "animate")
+    assert not out.exists()
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    broken = write_untrained_run(tmp_path / "broken")
+    for file in (broken / "checkpoints").rglob("*"):
+        if file.is_file() and file.suffix != ".json":
+            file.write_bytes(b"\0" * 16)
+    code, _, err = dex(capsys, "animate", "--checkpoint", broken, "--out", tmp_path / "out", "--max-frames", 1)
+    assert code == 2 and "no intact checkpoint" in one_line_error(err, "animate")
+
+
+def test_export_keeps_only_the_ema_generator(run, tmp_path, capsys):
+    out = tmp_path / "model"
+    code, stdout, err = dex(capsys, "export", "--workdir", run, "--out", out)
+    assert code == 0, err
+    assert "exported step 7" in stdout
+    state = read_checkpoint(out / "checkpoints")
+    assert set(state) == {"step", "ema"} and set(state["ema"]) == {"generator"}
+    original = read_checkpoint(run / "checkpoints")["ema"]["generator"]
+    jax.tree.map(np.testing.assert_array_equal, state["ema"]["generator"], original)
+    assert load_motion_model(out).description == "model step 7 (EMA generator)"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging folder left behind
+    code, _, err = dex(capsys, "export", "--workdir", run, "--out", out)
+    assert code == 2 and "exists" in one_line_error(err, "export")
+
+
+def test_write_video_refuses_bad_frames_and_leaves_no_partial_file(tmp_path):
+    with pytest.raises(ValueError, match="non-empty"):
+        write_video(tmp_path / "x.mp4", np.zeros((0, 8, 8, 3), np.uint8))
+    path = write_video(tmp_path / "x.mp4", np.full((4, 16, 16, 3), 200, np.uint8), fps=10)
+    frames, fps = read_clip(path)
+    assert frames.shape == (4, 16, 16, 3) and fps == 10 and abs(float(frames.mean()) - 200) < 3
+    assert [p.name for p in tmp_path.iterdir()] == ["x.mp4"]

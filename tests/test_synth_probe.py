@@ -1,0 +1,49 @@
+"""`dex-portrait probe`: ridge probe and affine calibration properties, and a run on an untrained checkpoint."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from dex_jax import cli
+from dex_jax.evaluate.synth_probe import affine_calibration, pose_errors, ridge_probe_r2
+from motion_checkpoint import write_untrained_run
+
+
+@pytest.fixture(autouse=True)
+def same_compilation_cache(monkeypatch):
+    monkeypatch.setenv("DEX_JAX_CACHE", jax.config.jax_compilation_cache_dir)
+
+
+def test_ridge_probe_finds_a_linear_signal_and_not_noise():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 20))
+    signal = x[:, :3] @ np.array([[1.0], [-2.0], [0.5]])
+    y = np.concatenate([signal, rng.normal(size=(600, 1))], 1)
+    r2 = ridge_probe_r2(x[:400], y[:400], x[400:], y[400:])
+    assert r2[0] > 0.99 and r2[1] < 0.1
+
+
+def test_affine_calibration_and_pose_errors_in_degrees():
+    rng = np.random.default_rng(1)
+    truth = rng.uniform(-0.5, 0.5, size=(50, 6))
+    predicted = -2.0 * truth + 0.3
+    np.testing.assert_allclose(affine_calibration(predicted, truth)(predicted), truth, atol=1e-9)
+    errors = pose_errors(truth + np.array([np.pi / 180, 0, 0, 0.01, 0, 0]), truth)
+    assert errors["yaw"] == pytest.approx(1.0) and errors["tx"] == pytest.approx(0.01) and errors["roll"] == 0
+
+
+def test_probe_command_writes_tables(tmp_path, capsys):
+    run = write_untrained_run(tmp_path / "run", step=3)
+    code = cli.main(["probe", "--checkpoint", str(run), "--out", str(tmp_path / "probe"), "--num-fit", "64",
+                     "--num-eval", "32"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads((tmp_path / "probe" / "probe.json").read_text())[0]
+    assert report["model"] == "run step 3 (EMA generator)"
+    values = [*report["pose_error_raw"].values(), *report["pose_error_calibrated"].values(),
+              *report["leakage_r2"].values()]
+    assert len(values) == 18 and np.all(np.isfinite(values))
+    assert "Pose leakage into the expression latent" in (tmp_path / "probe" / "probe.md").read_text()
+    assert cli.main(["probe", "--checkpoint", str(run), "--num-fit", "8"]) == 2
