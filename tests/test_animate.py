@@ -111,7 +111,8 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
     assert code == 2 and "no intact checkpoint" in one_line_error(err, "animate")
 
 
-def test_export_keeps_only_the_ema_generator(run, tmp_path, capsys):
+def test_export_keeps_only_the_ema_generator_and_the_curve(run, tmp_path, capsys):
+    (run / "metrics.jsonl").write_text("".join(f'{{"step": {s}, "l1": {1 / s}, "lpips": 0.1}}\n' for s in (1, 2, 3)))
     out = tmp_path / "model"
     code, stdout, err = dex(capsys, "export", "--workdir", run, "--out", out)
     assert code == 0, err
@@ -122,6 +123,8 @@ def test_export_keeps_only_the_ema_generator(run, tmp_path, capsys):
     jax.tree.map(np.testing.assert_array_equal, state["ema"]["generator"], original)
     assert load_motion_model(out).description == "model step 7 (EMA generator)"
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging folder left behind
+    assert (out / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+    assert read_image(out / "training_curve.png").shape[2] == 3
     code, _, err = dex(capsys, "export", "--workdir", run, "--out", out)
     assert code == 2 and "exists" in one_line_error(err, "export")
 

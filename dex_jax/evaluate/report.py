@@ -12,9 +12,9 @@ from pathlib import Path
 
 from dex_jax.evaluate.protocols import total_scores
 
-COLUMNS = (("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓"), ("csim", "CSIM ↑"), ("aed", "AED ↓"),
-           ("apd", "APD ↓"))
-DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "csim": 3, "aed": 4, "apd": 3}
+COLUMNS = (("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("l1", "L1 ↓"), ("lpips", "LPIPS ↓"), ("csim", "CSIM ↑"),
+           ("aed", "AED ↓"), ("apd", "APD ↓"))
+DIGITS = {"psnr": 2, "ssim": 3, "l1": 4, "lpips": 3, "csim": 3, "aed": 4, "apd": 3}
 FACE_METRICS = ("csim", "aed", "apd")
 REPORT_NAMES = ("report.md", "report.json")
 

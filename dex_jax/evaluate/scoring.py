@@ -1,6 +1,6 @@
 """Score one generated video with the paper's metrics, one `clu_metrics` accumulator per metric.
 
-PSNR, SSIM and LPIPS compare the prediction with a ground-truth target, frame by frame. CSIM compares each
+PSNR, SSIM, L1 (on [0, 1]) and LPIPS compare the prediction with a ground-truth target, frame by frame. CSIM compares each
 predicted frame's identity embedding with the source portrait's. AED compares MediaPipe blendshapes with the
 expression reference's, APD head poses with the pose reference's (the target where there is one, else the
 driving clips). Videos are uint8 RGB arrays (T, H, W, 3); frames without a face in either image of a pair are
@@ -11,11 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dex_jax.evaluate.clu_metrics import AED, APD, CSIM, LPIPS, PSNR, SSIM
+from dex_jax.evaluate.clu_metrics import AED, APD, CSIM, L1, LPIPS, PSNR, SSIM
 from dex_jax.evaluate.face_landmarker import observe_frames
 from dex_jax.evaluate.identity import embed_frames
 
-METRIC_NAMES = ("psnr", "ssim", "lpips", "csim", "aed", "apd")
+METRIC_NAMES = ("psnr", "ssim", "l1", "lpips", "csim", "aed", "apd")
 IMAGE_CHUNK = 8
 
 
@@ -28,7 +28,8 @@ def to_model_range(frames):
 def _image_metrics(predictions, targets, mask, lpips_params):
     p, t = to_model_range(predictions), to_model_range(targets)
     scores = {"psnr": PSNR.from_model_output(predictions=p, targets=t, mask=mask),
-              "ssim": SSIM.from_model_output(predictions=p, targets=t, mask=mask)}
+              "ssim": SSIM.from_model_output(predictions=p, targets=t, mask=mask),
+              "l1": L1.from_model_output(predictions=p, targets=t, mask=mask)}
     if lpips_params is not None:
         scores["lpips"] = LPIPS.from_model_output(predictions=p, targets=t, lpips_params=lpips_params, mask=mask)
     return scores

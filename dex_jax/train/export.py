@@ -2,19 +2,28 @@
 
 The export keeps the layout every reader of trained models understands (`evaluate`, `animate`): DIR/config.json
 (the run's config) and DIR/checkpoints/<step>/state holding only {step, ema: {generator}} (the raw generator
-where the run kept no EMA) -- no optimizer states, no discriminator, no data iterator. It is written to a
-temporary folder beside DIR and renamed into place when complete.
+where the run kept no EMA) -- no optimizer states, no discriminator, no data iterator. The run's training curve
+comes along: metrics.jsonl and its plot training_curve.png. Everything is written to a temporary folder
+beside DIR and renamed into place when complete.
 """
 
 import argparse
+import json
 import shutil
 import tempfile
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 
 from dex_jax.evaluate.model_runner import checkpoint_paths
 from dex_jax.train.checkpoint import Checkpointer, read_checkpoint
+
+CURVES = (("l1", "L1"), ("lpips", "LPIPS"), ("component_lpips", "face LPIPS"), ("adversarial", "G adversarial"),
+          ("discriminator_loss", "D loss"))
 
 
 def generator_state(state):
@@ -22,6 +31,20 @@ def generator_state(state):
     ema = state.get("ema") or {}
     generator = ema["generator"] if "generator" in ema else state["params"]["generator"]
     return {"step": np.asarray(state["step"]), "ema": {"generator": generator}}
+
+
+def plot_curve(metrics_path, png_path):
+    """The losses of a metrics.jsonl against step, one panel each, as a PNG."""
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(3.2 * len(CURVES), 2.6), constrained_layout=True)
+    for ax, (key, title) in zip(axes, CURVES):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        if points:
+            ax.plot(*zip(*points), linewidth=1.0)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    fig.savefig(png_path, dpi=90)
+    plt.close(fig)
 
 
 def export(workdir, out):
@@ -36,6 +59,10 @@ def export(workdir, out):
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         shutil.copyfile(config_path, staging / "config.json")
+        metrics = config_path.parent / "metrics.jsonl"
+        if metrics.is_file():
+            shutil.copyfile(metrics, staging / "metrics.jsonl")
+            plot_curve(metrics, staging / "training_curve.png")
         checkpointer = Checkpointer(staging / "checkpoints", keep=1, async_save=False)
         checkpointer.save(step, state, force=True)
         checkpointer.close()
