@@ -1,11 +1,14 @@
 """Config files, dotted overrides and the command line's one-line errors."""
 
+import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from dex_jax.config_loading import ConfigError, apply_overrides, load_config
+from dex_jax.motion.summary import parameter_counts
 
 
 def test_variants_and_overrides():
@@ -36,3 +39,15 @@ def test_unknown_command_and_bad_bench_give_one_line_errors():
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "unknown benchmark" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_motion_prints_parameter_counts_and_forward_time():
+    env = {**os.environ, "DEX_JAX_CACHE": jax.config.jax_compilation_cache_dir}
+    result = subprocess.run([sys.executable, "-m", "dex_jax.cli", "bench", "motion", "--variants", "test",
+                             "--repeats", "1"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    rows = {line.rsplit(None, 1)[0].strip(): line.split() for line in result.stdout.splitlines() if line.strip()}
+    counts = parameter_counts(load_config("configs/motion_model.py:test"))
+    assert all(rows[name][-1] == f"{value:,}" for name, value in counts.items())
+    timing = next(line.split() for line in result.stdout.splitlines() if line.startswith("test "))
+    assert len(timing) == 4 and float(timing[2]) > 0

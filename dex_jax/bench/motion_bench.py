@@ -1,4 +1,4 @@
-"""Jitted forward time of the Stage-1 generator (motion trainer) per config at a given batch size."""
+"""Stage-1 parameter counts (jax.eval_shape) and the generator's jitted forward time per config and batch size."""
 
 import argparse
 
@@ -7,7 +7,7 @@ import jax
 from dex_jax.bench.timing import time_jitted
 from dex_jax.config_loading import load_config
 from dex_jax.motion.motion_trainer import build_motion_trainer
-from dex_jax.motion.summary import example_inputs
+from dex_jax.motion.summary import example_inputs, parameter_counts
 
 
 def bench_config(variant, batch, repeats):
@@ -26,8 +26,14 @@ def main(argv):
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  batch {args.batch}")
+    variants = args.variants.split(",")
+    counts = {v: parameter_counts(load_config(f"configs/motion_model.py:{v}")) for v in variants}
+    print("parameters (jax.eval_shape, nothing allocated):")
+    print(f"{'network':<22}" + "".join(f"{v:>14}" for v in variants))
+    for name in counts[variants[0]]:
+        print(f"{name:<22}" + "".join(f"{counts[v][name]:>14,}" for v in variants))
+    print(f"\ndevice: {jax.devices()[0].device_kind} x{jax.device_count()}  batch {args.batch}")
     print(f"{'config':<8} {'compile+first (s)':>18} {'forward (ms)':>13} {'images/s':>9}")
-    for variant in args.variants.split(","):
+    for variant in variants:
         first, per_call = bench_config(variant, args.batch, args.repeats)
         print(f"{variant:<8} {first:>18.2f} {per_call * 1e3:>13.1f} {args.batch / per_call:>9.2f}")

@@ -1,21 +1,17 @@
 """diffusers AutoencoderKL weights (folder or .safetensors) -> our Flax VAE params."""
 
-import json
 import re
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-from flax import linen as nn
-from flax.traverse_util import flatten_dict, unflatten_dict
+from flax.traverse_util import unflatten_dict
 
-from dex_jax.convert.diffusers_unet import read_safetensors
+from dex_jax.convert.diffusers_checkpoint import (abstract_params, check_config, flax_param_path, flax_param_value,
+                                                  locate, mismatch_error, read_config, read_safetensors, to_numpy,
+                                                  with_overrides)
 from dex_jax.diffusion.vae import vae_from_config
 
-WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
-MAX_LISTED = 5
 DEFAULT_NORM_GROUPS = 32  # every SD-family VAE; weights alone cannot tell the group count
 # Attention names of diffusers checkpoints saved before the Attention refactor.
 DEPRECATED_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
@@ -34,12 +30,7 @@ def _our_config(fields):
 
 def vae_config_from_diffusers(config_json):
     """A diffusers AutoencoderKL config.json dict -> our ConfigDict; anything else gets a one-line ValueError."""
-    name = config_json.get("_class_name", "AutoencoderKL")
-    if name != "AutoencoderKL":
-        raise ValueError(f"expected an AutoencoderKL config, got {name}")
-    for key, allowed in _REQUIRED.items():
-        if config_json.get(key, allowed[0]) not in allowed:
-            raise ValueError(f"unsupported VAE config: {key}={config_json[key]!r} (supported: {allowed})")
+    check_config(config_json, "AutoencoderKL", "VAE", _REQUIRED)
     for key, kind in (("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")):
         if any(block != kind for block in config_json.get(key, ())):
             raise ValueError(f"unsupported VAE config: {key}={config_json[key]!r} (supported: {kind} only)")
@@ -68,17 +59,11 @@ def vae_config_from_weights(state_dict):
         mid_block_add_attention=any(".mid_block.attentions." in key for key in state_dict)))
 
 
-def _flax_key(torch_key):
-    """'encoder.mid_block.attentions.0.query.weight' -> ('encoder', 'mid_block', 'attentions_0', 'to_q', 'weight')."""
-    parts = []
-    for part in torch_key.split("."):
-        part = DEPRECATED_ATTENTION.get(part, part) if ".attentions." in torch_key else part
-        for piece in part.split("."):
-            if piece.isdigit() and parts:
-                parts[-1] = f"{parts[-1]}_{piece}"
-            else:
-                parts.append(piece)
-    return tuple(parts)
+def _current_key(torch_key):
+    """'encoder.mid_block.attentions.0.query.weight' -> 'encoder.mid_block.attentions.0.to_q.weight'."""
+    if ".attentions." not in torch_key:
+        return torch_key
+    return ".".join(DEPRECATED_ATTENTION.get(part, part) for part in torch_key.split("."))
 
 
 def _torch_key(path):
@@ -95,26 +80,19 @@ def _torch_shape(shape):
     return tuple(reversed(shape))
 
 
-def _flax_leaf(path, array):
-    """Rename a PyTorch leaf and lay its array out for Flax: conv OIHW -> HWIO, linear (out, in) -> (in, out)."""
-    *modules, leaf = path
-    array = np.asarray(array, np.float32)
-    if leaf == "bias":
-        return path, array
-    if "attentions_0" in modules and array.ndim == 4 and array.shape[2:] == (1, 1):
+def _flax_param(torch_key, array):
+    """A diffusers VAE param -> (Flax path, Flax array), renaming pre-refactor attention names."""
+    key = _current_key(torch_key)
+    if ".attentions.0." in key and array.ndim == 4 and array.shape[2:] == (1, 1):
         array = array[:, :, 0, 0]  # old checkpoints stored the attention projections as 1x1 convs
-    if array.ndim == 4:
-        return (*modules, "kernel"), array.transpose(2, 3, 1, 0)
-    if array.ndim == 2:
-        return (*modules, "kernel"), array.T
-    return (*modules, "scale"), array
+    return flax_param_path(key, array.ndim), flax_param_value(array)
 
 
 def param_shapes(module):
     """Flattened {path: shape} of the module's params, computed without allocating."""
     f = module.downsample_factor
-    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, f, f, module.in_channels))))
-    return {path: value.shape for path, value in flatten_dict(nn.unbox(shapes)["params"]).items()}
+    shapes = abstract_params(module, jnp.zeros((1, f, f, module.in_channels)))
+    return {path: value.shape for path, value in shapes.items()}
 
 
 def convert_vae(state_dict, config):
@@ -128,8 +106,8 @@ def convert_vae(state_dict, config):
     expected = param_shapes(vae_from_config(config))
     params, seen, mismatched, unexpected = {}, set(), [], []
     for key, value in state_dict.items():
-        value = np.asarray(value.detach().cpu().float().numpy() if hasattr(value, "detach") else value)
-        path, array = _flax_leaf(_flax_key(key), value)
+        value = to_numpy(value)
+        path, array = _flax_param(key, value)
         seen.add(path)
         if path not in expected:
             unexpected.append(f"{key} {tuple(value.shape)}")
@@ -139,29 +117,8 @@ def convert_vae(state_dict, config):
             params[path] = jnp.asarray(array)
     missing = [f"{_torch_key(path)} {_torch_shape(shape)}" for path, shape in expected.items() if path not in seen]
     if mismatched or missing or unexpected:
-        parts = [f"{label}: " + "; ".join(items[:MAX_LISTED])
-                 for label, items in (("shape mismatches", mismatched), ("missing from checkpoint", missing),
-                                      ("not in the model", unexpected)) if items]
-        counts = f"({len(mismatched)} mismatched, {len(missing)} missing, {len(unexpected)} unexpected)"
-        raise ValueError(f"checkpoint does not match the VAE config {counts}: " + " | ".join(parts))
+        raise mismatch_error("VAE", mismatched, missing, unexpected)
     return unflatten_dict(params)
-
-
-def _locate(path):
-    """A diffusers VAE folder, a pipeline folder with vae/, or a .safetensors file -> (weights, config.json or None)."""
-    path = Path(path)
-    if path.is_dir():
-        folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
-        weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
-        if not (folder / "config.json").is_file() or not weights:
-            raise ValueError(f"{path} is not a diffusers VAE folder (config.json + {WEIGHT_FILES[0]})")
-        return weights[0], folder / "config.json"
-    if path.is_file() and path.suffix == ".safetensors":
-        sibling = path.parent / "config.json"
-        return path, sibling if sibling.is_file() else None
-    if not path.exists():
-        raise ValueError(f"{path} does not exist")
-    raise ValueError(f"{path} is not a .safetensors file or a diffusers folder")
 
 
 def load_vae(path, config=None, **overrides):
@@ -171,15 +128,14 @@ def load_vae(path, config=None, **overrides):
     the config.json of the folder or beside the file, else it is inferred from the weights (norm groups
     32). `overrides` set our config fields, e.g. dtype='bfloat16', attention_implementation='cudnn'.
     """
-    weights, config_file = _locate(path)
+    if not Path(path).exists():
+        raise ValueError(f"{path} does not exist")
+    weights, config_file = locate(path, "vae", "VAE")
     state_dict = read_safetensors(weights)
-    config = config if config is not None else config_file
-    if isinstance(config, (str, Path)):
-        config = json.loads(Path(config).read_text())
+    config = read_config(config if config is not None else config_file)
     if config is None:
         config = vae_config_from_weights(state_dict)
     elif not isinstance(config, ml_collections.ConfigDict):
         config = vae_config_from_diffusers(config)
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.update(overrides)
+    config = with_overrides(config, overrides)
     return vae_from_config(config), convert_vae(state_dict, config)

@@ -1,7 +1,8 @@
 """Draw data/augmentations_grid.png: both Fig. 3 augmentations applied to SynthHeads multi-view frames.
 
 Columns: the driving frame; the pose input (eyes and mouth covered); two rotated expression inputs; the same
-instant seen by another camera; that view's expression input. One row per identity.
+instant seen by another camera; that view's expression input. One row per identity. Frames render at 256 px
+and are shrunk to `--tile` px, which keeps the PNG small.
 """
 
 import argparse
@@ -17,14 +18,26 @@ from dex_jax.data.tfds_synth_heads import LANDMARK_GROUPS_MASKED
 
 COLUMNS = ("driving", "pose input", "expr. -25 deg", "expr. +25 deg", "other view", "expr. other view")
 HEADER = 28
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+MAX_FONT_SCALE = 0.6
 
 
 def _tile(image, size):
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR)
 
 
-def figure(num_rows=4, size=256, expression_size=224, seed=0, dilation=0.04):
-    """The grid as an (H, W, 3) uint8 RGB image."""
+def _header(tile):
+    """A white strip with the column names, their font shrunk to fit `tile`-wide columns."""
+    widest = max(cv2.getTextSize(name, FONT, MAX_FONT_SCALE, 1)[0][0] for name in COLUMNS)
+    scale = min(MAX_FONT_SCALE, MAX_FONT_SCALE * (tile - 12) / widest)
+    header = np.full((HEADER, tile * len(COLUMNS), 3), 255, np.uint8)
+    for i, name in enumerate(COLUMNS):
+        cv2.putText(header, name, (i * tile + 6, HEADER - 9), FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return header
+
+
+def figure(num_rows=4, size=256, tile=144, expression_size=224, seed=0, dilation=0.04):
+    """The grid as an (H, W, 3) uint8 RGB image: frames rendered at `size` px, shown as `tile` px squares."""
     groups = list(LANDMARK_GROUPS_MASKED.values())
     rows = []
     for row in range(num_rows):
@@ -36,12 +49,8 @@ def figure(num_rows=4, size=256, expression_size=224, seed=0, dilation=0.04):
         tiles = [image, covered, expression_crop(image, box, expression_size, -25.0),
                  expression_crop(image, box, expression_size, 25.0), other,
                  expression_crop(other, other_box, expression_size)]
-        rows.append(np.concatenate([_tile(t, size) for t in tiles], 1))
-    grid = np.concatenate(rows, 0)
-    header = np.full((HEADER, grid.shape[1], 3), 255, np.uint8)
-    for i, name in enumerate(COLUMNS):
-        cv2.putText(header, name, (i * size + 8, HEADER - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([header, grid], 0)
+        rows.append(np.concatenate([_tile(t, tile) for t in tiles], 1))
+    return np.concatenate([_header(tile)] + rows, 0)
 
 
 def main(argv=None):
@@ -49,10 +58,11 @@ def main(argv=None):
     parser.add_argument("--out", default="data/augmentations_grid.png")
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tile", type=int, default=144, help="side of each tile in the figure, px")
     args = parser.parse_args(argv)
-    grid = figure(args.rows, seed=args.seed)
+    grid = figure(args.rows, tile=args.tile, seed=args.seed)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(args.out, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(args.out, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print(f"wrote {args.out} ({grid.shape[1]}x{grid.shape[0]})")
     return 0
 

@@ -74,68 +74,32 @@ class MidBlock(nn.Module):
         return ResnetBlock2D(self.channels, self.groups, EPS, self.dtype, name="resnets_1")(x)
 
 
-class DownEncoderBlock2D(nn.Module):
-    """`num_layers` resnets, then (unless last) the VAE's asymmetric-padding stride-2 downsampler."""
+class ResnetBlocks2D(nn.Module):
+    """`num_layers` resnets and a resampler: diffusers' DownEncoderBlock2D ("down") or UpDecoderBlock2D ("up").
+
+    "down" is the VAE's asymmetric-padding stride-2 downsampler, "up" nearest x2 upsampling and a conv; the last
+    block of each side has `resample=None`.
+    """
 
     channels: int
     num_layers: int
     groups: int
-    add_downsample: bool
+    resample: str | None = None
     dtype: object = None
 
     @nn.compact
     def __call__(self, x):
         for i in range(self.num_layers):
             x = ResnetBlock2D(self.channels, self.groups, EPS, self.dtype, name=f"resnets_{i}")(x)
-        if self.add_downsample:
+        if self.resample == "down":
             x = Downsample2D(self.channels, padding=0, dtype=self.dtype, name="downsamplers_0")(x)
-        return x
-
-
-class UpDecoderBlock2D(nn.Module):
-    """`num_layers` resnets, then (unless last) nearest x2 upsampling and a conv."""
-
-    channels: int
-    num_layers: int
-    groups: int
-    add_upsample: bool
-    dtype: object = None
-
-    @nn.compact
-    def __call__(self, x):
-        for i in range(self.num_layers):
-            x = ResnetBlock2D(self.channels, self.groups, EPS, self.dtype, name=f"resnets_{i}")(x)
-        if self.add_upsample:
+        elif self.resample == "up":
             x = Upsample2D(self.channels, dtype=self.dtype, name="upsamplers_0")(x)
         return x
 
 
-class Encoder(nn.Module):
-    """Image (B, H, W, in) -> Gaussian moments (B, H/f, W/f, 2 * latent) before quant_conv."""
-
-    latent_channels: int
-    block_out_channels: tuple
-    layers_per_block: int
-    groups: int
-    add_attention: bool = True
-    attention_implementation: str | None = None
-    dtype: object = None
-
-    @nn.compact
-    def __call__(self, x):
-        x = conv2d(self.block_out_channels[0], 3, padding=1, dtype=self.dtype, name="conv_in")(x)
-        last = len(self.block_out_channels) - 1
-        for i, channels in enumerate(self.block_out_channels):
-            x = DownEncoderBlock2D(channels, self.layers_per_block, self.groups, i < last, self.dtype,
-                                   name=f"down_blocks_{i}")(x)
-        x = MidBlock(self.block_out_channels[-1], self.groups, self.add_attention, self.attention_implementation,
-                     self.dtype, name="mid_block")(x)
-        x = nn.silu(group_norm(self.groups, EPS, self.dtype, name="conv_norm_out")(x))
-        return conv2d(2 * self.latent_channels, 3, padding=1, dtype=self.dtype, name="conv_out")(x)
-
-
-class Decoder(nn.Module):
-    """Latents (B, h, w, latent) after post_quant_conv -> image (B, h*f, w*f, out)."""
+class Coder(nn.Module):
+    """What the Encoder and Decoder share: their fields, the mid block and the GroupNorm-SiLU-conv_out head."""
 
     out_channels: int
     block_out_channels: tuple
@@ -145,17 +109,40 @@ class Decoder(nn.Module):
     attention_implementation: str | None = None
     dtype: object = None
 
+    def _mid(self, x):
+        return MidBlock(self.block_out_channels[-1], self.groups, self.add_attention, self.attention_implementation,
+                        self.dtype, name="mid_block")(x)
+
+    def _head(self, x):
+        x = nn.silu(group_norm(self.groups, EPS, self.dtype, name="conv_norm_out")(x))
+        return conv2d(self.out_channels, 3, padding=1, dtype=self.dtype, name="conv_out")(x)
+
+
+class Encoder(Coder):
+    """Image (B, H, W, in) -> Gaussian moments (B, H/f, W/f, out_channels = 2 * latent) before quant_conv."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = conv2d(self.block_out_channels[0], 3, padding=1, dtype=self.dtype, name="conv_in")(x)
+        last = len(self.block_out_channels) - 1
+        for i, channels in enumerate(self.block_out_channels):
+            x = ResnetBlocks2D(channels, self.layers_per_block, self.groups, "down" if i < last else None,
+                               self.dtype, name=f"down_blocks_{i}")(x)
+        return self._head(self._mid(x))
+
+
+class Decoder(Coder):
+    """Latents (B, h, w, latent) after post_quant_conv -> image (B, h*f, w*f, out_channels)."""
+
     @nn.compact
     def __call__(self, z):
         x = conv2d(self.block_out_channels[-1], 3, padding=1, dtype=self.dtype, name="conv_in")(z)
-        x = MidBlock(self.block_out_channels[-1], self.groups, self.add_attention, self.attention_implementation,
-                     self.dtype, name="mid_block")(x)
+        x = self._mid(x)
         last = len(self.block_out_channels) - 1
         for i, channels in enumerate(reversed(self.block_out_channels)):
-            x = UpDecoderBlock2D(channels, self.layers_per_block + 1, self.groups, i < last, self.dtype,
-                                 name=f"up_blocks_{i}")(x)
-        x = nn.silu(group_norm(self.groups, EPS, self.dtype, name="conv_norm_out")(x))
-        return conv2d(self.out_channels, 3, padding=1, dtype=self.dtype, name="conv_out")(x)
+            x = ResnetBlocks2D(channels, self.layers_per_block + 1, self.groups, "up" if i < last else None,
+                               self.dtype, name=f"up_blocks_{i}")(x)
+        return self._head(x)
 
 
 class AutoencoderKL(nn.Module):
@@ -182,7 +169,7 @@ class AutoencoderKL(nn.Module):
         common = dict(block_out_channels=self.block_out_channels, layers_per_block=self.layers_per_block,
                       groups=self.norm_num_groups, add_attention=self.mid_block_add_attention,
                       attention_implementation=self.attention_implementation, dtype=self.dtype)
-        self.encoder = Encoder(self.latent_channels, **common)
+        self.encoder = Encoder(2 * self.latent_channels, **common)
         self.decoder = Decoder(self.out_channels, **common)
         if self.use_quant_conv:
             self.quant_conv = conv2d(2 * self.latent_channels, 1, padding=0, dtype=self.dtype)

@@ -5,6 +5,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dex_jax.motion.appearance_encoder import group_norm
 from dex_jax.nn.layers import conv2d, conv3d, dense
 
 
@@ -30,9 +31,9 @@ class FlattenCNN(nn.Module):
             raise ValueError(f"volume shapes differ: {source_volume.shape} vs {warped_volume.shape}")
         x = jnp.concatenate([source_volume, warped_volume], axis=-1)
         groups_in = min(self.norm_groups, x.shape[-1])
-        h = nn.relu(nn.GroupNorm(groups_in, dtype=self.dtype, name="norm1")(x))
+        h = nn.relu(group_norm(groups_in, self.dtype, "norm1")(x))
         h = conv3d(self.out_channels, 3, strides=(1, 2, 2), padding=1, dtype=self.dtype, name="conv1")(h)
-        h = nn.relu(nn.GroupNorm(self.norm_groups, dtype=self.dtype, name="norm2")(h))
+        h = nn.relu(group_norm(self.norm_groups, self.dtype, "norm2")(h))
         h = conv3d(self.out_channels, 3, padding=1, dtype=self.dtype, name="conv2")(h)
         shortcut = nn.avg_pool(x, (1, 2, 2), (1, 2, 2))
         shortcut = conv3d(self.out_channels, 1, dtype=self.dtype, name="shortcut")(shortcut)
