@@ -136,3 +136,11 @@ def test_write_video_refuses_bad_frames_and_leaves_no_partial_file(tmp_path):
     frames, fps = read_clip(path)
     assert frames.shape == (4, 16, 16, 3) and fps == 10 and abs(float(frames.mean()) - 200) < 3
     assert [p.name for p in tmp_path.iterdir()] == ["x.mp4"]
+
+
+def test_main_job_runs_the_bundled_model(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = dex(capsys, "animate", "--out", out, "--max-frames", 2)
+    assert code == 0, err
+    assert "with motion_synth step" in stdout
+    assert read_clip(out / "result.mp4")[0].shape == (2, 256, 256, 3)

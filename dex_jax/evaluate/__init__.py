@@ -1,1 +1,1 @@
-"""Evaluation: the paper's metrics (PSNR, SSIM, LPIPS, L1, CSIM, AED, APD) as CLU metrics and their face tools."""
+"""Evaluation: the paper's metrics as CLU metrics, benchmarks, reenactment protocols, reports, the SynthHeads probe."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dex_jax.data.video_io import VIDEO_SUFFIXES, VideoEntry, VideoReadError, iter_frames
+from dex_jax.data.video_io import VIDEO_SUFFIXES, read_clip
 from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY, make_benchmark, parse_benchmark
 from dex_jax.evaluate.face_landmarker import FaceLandmarker
 from dex_jax.evaluate.identity import ArcFaceEmbedder, DlibEmbedder
@@ -87,15 +87,7 @@ def read_prediction(directory, task):
     if path is None:
         raise ValueError(f"no prediction for task {task.name} in {directory} (expected {task.name}.mp4 or a "
                          f"frame folder {task.name}/)")
-    try:
-        frames = [frame for _, frame in iter_frames(VideoEntry(path, "test", task.name, task.name, "0"))]
-    except VideoReadError as err:
-        raise ValueError(f"prediction {path} {err}") from None
-    if any(frame is None for frame in frames):
-        raise ValueError(f"prediction {path} has unreadable frames, so its frames cannot be matched in time")
-    if len({frame.shape for frame in frames}) > 1:
-        raise ValueError(f"prediction {path} has frames of different sizes")
-    return np.stack(frames)
+    return read_clip(path)[0]
 
 
 def benchmark_notes(benchmark):
