@@ -17,15 +17,6 @@ UNET_KEYS = ("sample_size", "in_channels", "out_channels", "block_out_channels",
              "flip_sin_to_cos", "freq_shift", "down_block_types", "up_block_types")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """torch's OpenMP threads spin when the shared CPU is oversubscribed (seconds per tiny forward); use one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def diffusers_folders(tmp_path_factory):
     """A tiny SD-style pipeline folder (unet/ and vae/) written by diffusers' save_pretrained."""

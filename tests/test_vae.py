@@ -19,15 +19,6 @@ from dex_jax.diffusion.vae import DiagonalGaussian, vae_from_config
 TINY = ["tiny_a", "tiny_b"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """torch's OpenMP threads spin when the shared CPU is oversubscribed (seconds per tiny forward); use one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _torch_vae(name, seed=0):
     """diffusers' AutoencoderKL for our config `name`, every parameter perturbed away from its init."""
     c = get_config(name)
