@@ -34,7 +34,7 @@ from dex_jax.data.pipeline import rescale_points, to_model
 from dex_jax.data.tfds_portrait_videos import LEFT_EYE, MOUTH, RIGHT_EYE
 from dex_jax.evaluate.face_landmarker import FaceLandmarker, check_rgb_uint8, observe_frames
 from dex_jax.motion.motion_trainer import build_motion_trainer
-from dex_jax.train.checkpoint import read_checkpoint
+from dex_jax.train.checkpoint import generator_params, read_checkpoint
 
 DRIVE_CHUNK = 8
 MASKED_GROUPS = (LEFT_EYE, RIGHT_EYE, MOUTH)
@@ -194,9 +194,7 @@ def read_generator(checkpoint_dir):
     if "model" not in config:
         raise ValueError(f"{config_path} has no `model` section: not a motion-trainer run")
     state = read_checkpoint(folder)
-    ema = state.get("ema") or {}
-    use_ema = "generator" in ema
-    params = ema["generator"] if use_ema else state["params"]["generator"]
+    params, use_ema = generator_params(state)
     data = data_defaults()
     keys = ("mask_pose_input", "mask_dilation", "mask_fill", "expression_box_scale")
     data.update({key: config.data[key] for key in keys if "data" in config and key in config.data})

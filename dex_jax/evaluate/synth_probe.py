@@ -112,8 +112,10 @@ def ridge_probe_r2(fit_x, fit_y, eval_x, eval_y, ridge=RIDGE):
 def probe(checkpoint, fit, held_out):
     """The report dict of one checkpoint on the (images, boxes, poses) fit and evaluation sets."""
     model_config, params, data_config, description = read_generator(checkpoint)
-    fit_pose, fit_latent = encode(model_config, params, data_config, *fit[:2])
-    eval_pose, eval_latent = encode(model_config, params, data_config, *held_out[:2])
+    poses, latents = encode(model_config, params, data_config, np.concatenate([fit[0], held_out[0]]),
+                            np.concatenate([fit[1], held_out[1]]))
+    n = len(fit[0])
+    fit_pose, eval_pose, fit_latent, eval_latent = poses[:n], poses[n:], latents[:n], latents[n:]
     calibrate = affine_calibration(fit_pose, fit[2])
     r2 = ridge_probe_r2(fit_latent, fit[2], eval_latent, held_out[2])
     return {"model": description, "checkpoint": str(checkpoint),

@@ -62,9 +62,9 @@ def panel(frames, height):
 
 def side_by_side(source, clips, result):
     """Source (repeated over time) | each driving clip | result, all at the result's height."""
-    height = result.shape[1]
-    still = np.broadcast_to(panel(source[None], height), (len(result),) + panel(source[None], height).shape[1:])
-    return np.concatenate([still] + [panel(c, height) for c in clips] + [result], axis=2)
+    still = panel(source[None], result.shape[1])
+    still = np.broadcast_to(still, (len(result),) + still.shape[1:])
+    return np.concatenate([still] + [panel(c, result.shape[1]) for c in clips] + [result], axis=2)
 
 
 def driving_clips(args):
@@ -88,10 +88,9 @@ def animate(args):
     """Run the model and write the two videos; returns (result path, side-by-side path, animator)."""
     source = read_image(args.source)
     pose, expression, fps, shown = driving_clips(args)
-    with FaceLandmarker(num_faces=2) as counter:
-        check_one_face(counter, source, f"source image {args.source}")
-        check_one_face(counter, pose[0], "first driving frame")
-    with FaceLandmarker() as landmarker:
+    with FaceLandmarker(num_faces=2) as landmarker:
+        check_one_face(landmarker, source, f"source image {args.source}")
+        check_one_face(landmarker, pose[0], "first driving frame")
         animator = load_motion_model(args.checkpoint, landmarker)
         result = animator(source, pose, expression)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -115,3 +115,11 @@ def read_checkpoint(directory, device=None):
         except Exception as err:  # noqa: BLE001 - any failure to read means this checkpoint is unusable
             failures.append(f"step {step}: {(str(err).splitlines() or [type(err).__name__])[0][:120]}")
     raise ValueError(f"no intact checkpoint in {directory} ({'; '.join(failures)})")
+
+
+def generator_params(state):
+    """(the generator's params, True when they are the EMA ones) of a train state dict: EMA where present."""
+    ema = state.get("ema") or {}
+    if "generator" in ema:
+        return ema["generator"], True
+    return state["params"]["generator"], False

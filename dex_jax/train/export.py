@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 
 from dex_jax.evaluate.model_runner import checkpoint_paths
-from dex_jax.train.checkpoint import Checkpointer, read_checkpoint
+from dex_jax.train.checkpoint import Checkpointer, generator_params, read_checkpoint
 
 CURVES = (("l1", "L1"), ("lpips", "LPIPS"), ("component_lpips", "face LPIPS"), ("adversarial", "G adversarial"),
           ("discriminator_loss", "D loss"))
@@ -28,9 +28,7 @@ CURVES = (("l1", "L1"), ("lpips", "LPIPS"), ("component_lpips", "face LPIPS"), (
 
 def generator_state(state):
     """{step, ema: {generator}} of a train state dict (EMA params where present, else the raw generator)."""
-    ema = state.get("ema") or {}
-    generator = ema["generator"] if "generator" in ema else state["params"]["generator"]
-    return {"step": np.asarray(state["step"]), "ema": {"generator": generator}}
+    return {"step": np.asarray(state["step"]), "ema": {"generator": generator_params(state)[0]}}
 
 
 def plot_curve(metrics_path, png_path):
