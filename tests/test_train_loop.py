@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dex_jax.cli import main as cli_main
+from dex_jax.config_loading import load_config
 from dex_jax.motion.lpips import lpips_param_shapes
 from dex_jax.train import stage1
 from dex_jax.train.input import make_iterator
@@ -21,7 +22,7 @@ from dex_jax.train.nonfinite import NonFiniteError
 from toy_stage import REPO, flat_params, make_toy_stage, toy_config
 
 STAGE1 = ["train", "--config", "configs/motion_test.py", "--config.data.batch_size=2",
-          "--config.log.image_every_steps=1"]
+          "--config.log.image_every_steps=1", "--config.loss.pose_supervision=1.0"]
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +60,13 @@ def test_stage1_trains_logs_and_draws(stage1_run):
     (record,) = [json.loads(line) for line in (stage1_run / "metrics.jsonl").read_text().splitlines()]
     assert record["step"] == 1 and set(stage1.METRIC_NAMES) <= set(record)
     assert all(np.isfinite(record[name]) for name in stage1.METRIC_NAMES)
+    # Step 1's metrics come from the initial params, whose zero-initialised pose head gives the identity pose.
+    data = load_config("configs/motion_test.py").data
+    data.batch_size = 2
+    batch = next(make_iterator(data))
+    identity = np.array([0, 0, 0, 0, 0, 1], np.float32)
+    want = 0.5 * (np.abs(batch["source_pose"] - identity).mean() + np.abs(batch["driving_pose"] - identity).mean())
+    assert record["pose_supervision"] == pytest.approx(want, rel=1e-5)
     grid = cv2.imread(str(stage1_run / "images" / "step_0000001.png"))
     assert grid.shape == (2 * 32, 4 * 32, 3)  # 2 pairs x (source | driving | prediction | ground truth)
     events = b"".join(p.read_bytes() for p in (stage1_run / "tensorboard").glob("events.out.tfevents.*"))

@@ -1,9 +1,13 @@
-"""Stage-1 motion-trainer losses (supplement B.1): L1, LPIPS, face-masked Component LPIPS, softplus GAN, R1."""
+"""Stage-1 motion-trainer losses (supplement B.1): L1, LPIPS, face-masked Component LPIPS, softplus GAN, R1.
+
+Also an optional supervised pose term for datasets that know the true pose (SynthHeads); the paper has none.
+"""
 
 import jax
 import jax.numpy as jnp
 
 from dex_jax.motion.lpips import LPIPS, check_lpips_inputs, lpips_distance, spatial_reduce
+from dex_jax.motion.pose_encoder import POSE_KEYS
 
 
 def l1_loss(pred, target):
@@ -21,6 +25,14 @@ def lpips_loss(lpips_params, pred, target, dtype=None):
 def masked_lpips_loss(lpips_params, pred, target, mask, dtype=None):
     """Batch mean of the face-masked Component LPIPS; mask (N, H, W, 1) in [0, 1], defined in `LPIPS`."""
     return jnp.mean(lpips_distance(lpips_params, pred, target, mask, dtype=dtype))
+
+
+def pose_supervision_loss(pose, target):
+    """Mean absolute error of a pose dict (yaw, pitch, roll in radians, tx, ty, scale) against target (N, 6)."""
+    if target.shape != (pose["yaw"].shape[0], len(POSE_KEYS)):
+        raise ValueError(f"pose targets must be (N, {len(POSE_KEYS)}) = {POSE_KEYS}, got shape {target.shape}")
+    predicted = jnp.stack([pose[k] for k in POSE_KEYS], axis=-1)
+    return jnp.mean(jnp.abs(predicted - target.astype(predicted.dtype)))
 
 
 def generator_adversarial_loss(fake_logits):

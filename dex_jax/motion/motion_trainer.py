@@ -53,10 +53,16 @@ class MotionTrainer(nn.Module):
         style = jnp.concatenate([appearance_latent, expression_latent.astype(appearance_latent.dtype)], -1)
         return self.decoder(features, style)
 
-    def __call__(self, source, pose_input, expression_input):
+    def reenact(self, source, pose_input, expression_input):
+        """-> (reenacted image, source pose, driving pose): the image and the two pose dicts it was rendered with."""
         volume, appearance_latent = self.encode_appearance(source)
-        return self.render(volume, appearance_latent, self.encode_pose(source),
-                           self.encode_pose(pose_input), self.encode_expression(expression_input))
+        source_pose, driving_pose = self.encode_pose(source), self.encode_pose(pose_input)
+        image = self.render(volume, appearance_latent, source_pose, driving_pose,
+                            self.encode_expression(expression_input))
+        return image, source_pose, driving_pose
+
+    def __call__(self, source, pose_input, expression_input):
+        return self.reenact(source, pose_input, expression_input)[0]
 
 
 def _dtype(config):

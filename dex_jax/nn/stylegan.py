@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dex_jax.nn.cpu_conv import conv_transpose_stride2
 from dex_jax.nn.layers import CONV2D_AXES, DENSE_AXES
 
 BLUR_TAPS = (1.0, 3.0, 3.0, 1.0)
@@ -68,14 +69,6 @@ def _conv(x, kernel, strides=1, padding=0):
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=(strides, strides), padding=((padding, padding),) * 2,
         dimension_numbers=_NHWC)
-
-
-def _conv_transpose_stride2(x, kernel):
-    """PyTorch's conv_transpose2d(stride=2, padding=0) with an HWIO kernel: output side 2 * side + k - 2."""
-    k = kernel.shape[0]
-    return jax.lax.conv_general_dilated(
-        x, kernel[::-1, ::-1], window_strides=(1, 1), padding=((k - 1, k - 1),) * 2,
-        lhs_dilation=(2, 2), dimension_numbers=_NHWC)
 
 
 # ----------------------------------------------------------------------------- activations and noise
@@ -197,7 +190,7 @@ class ModulatedConv2d(nn.Module):
         w = kernel.astype(dtype)
         if self.up:
             p = len(BLUR_TAPS) - 2 - (k - 1)
-            y = blur(_conv_transpose_stride2(x, w), ((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
+            y = blur(conv_transpose_stride2(x, w), ((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
         elif self.down:
             p = len(BLUR_TAPS) - 2 + (k - 1)
             y = _conv(blur(x, ((p + 1) // 2, p // 2)), w, strides=2)

@@ -2,6 +2,8 @@
 
 One step, on B examples of one source and K driving frames flattened to B*K pairs:
   generator: 10 L1 + 1 LPIPS + 100 face-masked LPIPS + non-saturating adversarial loss, Adam, clipped;
+    with loss.pose_supervision > 0, plus that weight times the L1 error of the source and driving poses
+    against the batch's ground truth (SynthHeads has it; the paper trains the pose encoder unsupervised);
   discriminator: softplus loss on real driving frames vs the (detached) prediction, plus lazy R1 every
   `r1_every` steps, StyleGAN2-style: (r1_gamma / 2) * r1_every * R1, so its average weight is r1_gamma / 2;
   EMA of the generator params.
@@ -16,7 +18,7 @@ import numpy as np
 import optax
 
 from dex_jax.convert.lpips_vgg import load_lpips
-from dex_jax.motion.losses import discriminator_loss, motion_generator_loss, r1_penalty
+from dex_jax.motion.losses import discriminator_loss, motion_generator_loss, pose_supervision_loss, r1_penalty
 from dex_jax.motion.lpips import lpips_param_shapes
 from dex_jax.motion.motion_trainer import build_discriminator, build_motion_trainer
 from dex_jax.train.loop import Stage
@@ -29,6 +31,7 @@ METRIC_NAMES = ("generator_loss",) + LOSS_NAMES + (
     "discriminator_loss", "r1_term", "real_logit", "fake_logit", "generator_grad_norm",
     "discriminator_grad_norm", "learning_rate")
 PREVIEW_NAMES = ("source", "driving (pose input)", "prediction", "ground truth")
+POSE_TARGETS = ("source_pose", "driving_pose")
 
 
 def learning_rate_schedule(opt_config, peak, total_steps):
@@ -81,15 +84,25 @@ def lpips_params(config):
     return random_lpips_params(config.seed)
 
 
+def _flat(x):
+    return x.reshape((-1,) + x.shape[2:])
+
+
 def flatten_pairs(batch):
     """Batch of B examples with K driving frames -> (source, pose input, expression input, target, mask), B*K each."""
     k = batch["driving"].shape[1]
+    return (jnp.repeat(batch["source"], k, axis=0), _flat(batch["pose_input"]), _flat(batch["expression_input"]),
+            _flat(batch["driving"]), _flat(batch["face_mask"]))
 
-    def flat(x):
-        return x.reshape((-1,) + x.shape[2:])
 
-    return (jnp.repeat(batch["source"], k, axis=0), flat(batch["pose_input"]), flat(batch["expression_input"]),
-            flat(batch["driving"]), flat(batch["face_mask"]))
+def flatten_pose_targets(batch):
+    """Ground-truth (source pose, driving pose), (B*K, 6) each, aligned with `flatten_pairs`; ValueError if absent."""
+    missing = [key for key in POSE_TARGETS if key not in batch]
+    if missing:
+        raise ValueError(f"loss.pose_supervision > 0 needs ground-truth poses in the batches, and these have no "
+                         f"{', '.join(missing)}: use a dataset that records poses (synth_heads) or set it to 0")
+    k = batch["driving"].shape[1]
+    return jnp.repeat(batch["source_pose"], k, axis=0), _flat(batch["driving_pose"])
 
 
 def make_stage(config, lpips=None):
@@ -102,6 +115,8 @@ def make_stage(config, lpips=None):
     d_optimizer, _ = make_optimizer(config.optimizer, config.optimizer.disc_lr, config.total_steps)
     optimizers = {"generator": g_optimizer, "discriminator": d_optimizer}
     weights = config.loss
+    supervise_pose = bool(weights.pose_supervision)
+    metric_names = METRIC_NAMES + (("pose_supervision",) if supervise_pose else ())
     num_images = config.log.num_images
 
     def init(rng):
@@ -118,15 +133,21 @@ def make_stage(config, lpips=None):
 
     def step(state, batch, lpips_weights):
         source, pose_input, expression_input, target, mask = flatten_pairs(batch)
+        pose_targets = flatten_pose_targets(batch) if supervise_pose else None
         d_params = state.params["discriminator"]
 
         def generator_objective(g_params):
-            pred = generator.apply({"params": g_params}, source, pose_input, expression_input,
-                                   rngs={"noise": step_rng(state)})
+            pred, source_pose, driving_pose = generator.apply(
+                {"params": g_params}, source, pose_input, expression_input, rngs={"noise": step_rng(state)},
+                method=generator.reenact)
             total, terms = motion_generator_loss(
                 lpips_weights, pred, target, mask, d_apply(d_params, pred), l1_weight=weights.l1,
                 lpips_weight=weights.lpips, component_lpips_weight=weights.component_lpips,
                 adversarial_weight=weights.adversarial, dtype=dtype)
+            if supervise_pose:
+                terms["pose_supervision"] = 0.5 * (pose_supervision_loss(source_pose, pose_targets[0])
+                                                   + pose_supervision_loss(driving_pose, pose_targets[1]))
+                total = total + weights.pose_supervision * terms["pose_supervision"]
             return total, (terms, pred.astype(jnp.float32))
 
         (g_total, (terms, pred)), g_grads = jax.value_and_grad(generator_objective, has_aux=True)(
@@ -162,7 +183,7 @@ def make_stage(config, lpips=None):
         return new, metrics, preview
 
     frozen = jax.tree.map(jnp.asarray, lpips if lpips is not None else lpips_params(config))
-    return Stage(init=init, step=step, frozen=frozen, metric_names=METRIC_NAMES, preview_names=PREVIEW_NAMES)
+    return Stage(init=init, step=step, frozen=frozen, metric_names=metric_names, preview_names=PREVIEW_NAMES)
 
 
 def check_config(config):
