@@ -30,6 +30,7 @@ def get_config():
     config.seed = 0
     config.total_steps = 200_000
     config.nonfinite_limit = 20  # stop after this many non-finite steps in a row (0: never)
+    config.init_from = ""  # a workdir or export whose generator starts a new run (optimizers and step anew)
 
     config.model = load_config("configs/motion_model.py:paper")
     config.model.dtype = "bfloat16"

@@ -8,17 +8,22 @@ import sys
 
 import cv2
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from dex_jax.cli import main as cli_main
 from dex_jax.config_loading import load_config
 from dex_jax.motion.lpips import lpips_param_shapes
 from dex_jax.train import stage1
+from dex_jax.train.checkpoint import read_checkpoint
 from dex_jax.train.input import make_iterator
 from dex_jax.train.loop import train
 from dex_jax.train.metrics import Progress, image_grid
 from dex_jax.train.nonfinite import NonFiniteError
+from dex_jax.train.state import create_state
+from dex_jax.train.warm_start import warm_start
 from toy_stage import REPO, flat_params, make_toy_stage, toy_config
 
 STAGE1 = ["train", "--config", "configs/motion_test.py", "--config.data.batch_size=2",
@@ -173,3 +178,24 @@ def test_random_lpips_params_have_the_lpips_shapes():
     shapes = jax.tree.map(lambda x: x.shape, lpips_param_shapes())
     assert jax.tree.map(lambda x: x.shape, params) == shapes
     assert float(np.std(params["vgg"]["conv1_1"]["kernel"])) > 0
+
+
+def test_warm_start_takes_the_generator_and_nothing_else(stage1_run, tmp_path):
+    trained = read_checkpoint(stage1_run / "checkpoints")
+    zeros = jax.tree.map(jnp.zeros_like, trained["ema"]["generator"])
+    discriminator = jax.tree.map(jnp.ones_like, trained["params"]["discriminator"])
+    fresh = create_state({"generator": zeros, "discriminator": discriminator},
+                         {"generator": optax.sgd(1.0)}, jax.random.PRNGKey(0), ema_names=("generator",))
+    state = warm_start(fresh, stage1_run)
+    for got, want in zip(jax.tree.leaves(state.params["generator"]), jax.tree.leaves(trained["ema"]["generator"])):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(jax.tree.leaves(state.ema["generator"]), jax.tree.leaves(trained["ema"]["generator"])):
+        np.testing.assert_array_equal(got, want)
+    assert all(np.all(x == 1) for x in jax.tree.leaves(state.params["discriminator"]))
+    assert int(state.step) == 0
+    smaller = jax.tree.map(lambda x: x, fresh.params)
+    smaller["generator"]["decoder"] = {}
+    with pytest.raises(ValueError, match=r"init_from .*: its generator does not fit this config \(decoder/"):
+        warm_start(fresh.replace(params=smaller), stage1_run)
+    with pytest.raises(ValueError, match="checkpoint not found"):
+        warm_start(fresh, tmp_path / "nowhere")

@@ -21,6 +21,7 @@ from dex_jax import parallel
 from dex_jax.train import nonfinite
 from dex_jax.train.checkpoint import Checkpointer
 from dex_jax.train.metrics import EventWriter, MetricAccumulator, Progress, image_grid, save_png
+from dex_jax.train.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,9 @@ def train(config, workdir, stage, data_iterator):
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules), jax.threefry_partitionable(False):
             state, step = init(rng), 0
         log.info("initialised the state in %.1f s", time.perf_counter() - started)
+        if config.get("init_from"):
+            state = warm_start(state, config.init_from)
+            log.info("generator params from %s", config.init_from)
 
     # ------------------------------------------- update step: explicit shardings, donation, AOT compile
     def update(state, batch, frozen):

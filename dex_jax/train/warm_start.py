@@ -1,0 +1,37 @@
+"""Warm start: a new run's networks begin from a trained run's (or export's) params; optimizers and step begin anew."""
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from dex_jax.evaluate.model_runner import checkpoint_paths
+from dex_jax.train.checkpoint import generator_params, read_checkpoint
+
+
+def _check_shapes(name, source, target, origin):
+    have = traverse_util.flatten_dict(source, sep="/")
+    want = traverse_util.flatten_dict(target, sep="/")
+    problems = [f"{k}: missing" for k in want if k not in have]
+    problems += [f"{k}: {tuple(np.shape(have[k]))} there, {tuple(want[k].shape)} here"
+                 for k in want if k in have and np.shape(have[k]) != want[k].shape]
+    problems += [f"{k}: not in this model" for k in have if k not in want]
+    if problems:
+        raise ValueError(f"init_from {origin}: its {name} does not fit this config ({'; '.join(problems[:3])}"
+                         f"{'; ...' if len(problems) > 3 else ''})")
+
+
+def warm_start(state, origin):
+    """`state` with its generator params and their EMA replaced by those of the run or export at `origin`.
+
+    origin: a training workdir or an export (`dex-portrait export`); its EMA generator is taken where it has one.
+    Placed with the shardings `state` has; ValueError naming the first mismatched keys when the shapes differ.
+    """
+    folder, _ = checkpoint_paths(origin)
+    params, _ = generator_params(read_checkpoint(folder))
+    _check_shapes("generator", params, state.params["generator"], origin)
+    placed = jax.tree.map(lambda value, like: jax.device_put(np.asarray(value, like.dtype), like.sharding),
+                          params, state.params["generator"])
+    ema = dict(state.ema)
+    if "generator" in ema:
+        ema["generator"] = jax.tree.map(lambda x: x.copy(), placed)
+    return state.replace(params={**state.params, "generator": placed}, ema=ema)
