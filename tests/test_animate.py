@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dex_jax import cli
-from dex_jax.data.video_io import read_clip, read_image, write_video
+from dex_jax.data.video_io import read_clip, read_image, write_image, write_video
 from dex_jax.evaluate.model_runner import load_motion_model
 from dex_jax.infer.animate import DEFAULTS
 from dex_jax.train.checkpoint import read_checkpoint
@@ -54,7 +54,11 @@ def test_driving_clip_gives_result_and_side_by_side(run, tmp_path, capsys):
     assert np.abs(comparison[1, :, :256].astype(float) - source).mean() < 8
     assert np.abs(comparison[1, :, 256:512].astype(float) - driving[1]).mean() < 8
     assert np.abs(comparison[1, :, 512:].astype(float) - result[1]).mean() < 8
-    assert sorted(p.name for p in out.iterdir()) == ["result.mp4", "side_by_side.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["result.mp4", "side_by_side.mp4", "side_by_side.png"]
+    still = cv2.cvtColor(cv2.imread(str(out / "side_by_side.png")), cv2.COLOR_BGR2RGB)
+    assert still.shape == (3 * 256, 3 * 256, 3)  # frames 0, 1 and 2 of the 3 (4 evenly spaced picks, rounded)
+    for i in range(3):
+        assert np.abs(still[256 * i:256 * (i + 1)].astype(float) - comparison[i]).mean() < 8
 
 
 def test_pose_and_expression_from_different_clips(run, tmp_path, capsys):
@@ -127,6 +131,15 @@ def test_export_keeps_only_the_ema_generator_and_the_curve(run, tmp_path, capsys
     assert read_image(out / "training_curve.png").shape[2] == 3
     code, _, err = dex(capsys, "export", "--workdir", run, "--out", out)
     assert code == 2 and "exists" in one_line_error(err, "export")
+
+
+def test_write_image_refuses_bad_images_and_leaves_no_partial_file(tmp_path):
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        write_image(tmp_path / "x.png", np.zeros((8, 8), np.uint8))
+    image = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
+    path = write_image(tmp_path / "x.png", image)
+    np.testing.assert_array_equal(read_image(path), image)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
 
 
 def test_write_video_refuses_bad_frames_and_leaves_no_partial_file(tmp_path):

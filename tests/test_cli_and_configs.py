@@ -1,6 +1,7 @@
 """Config files, dotted overrides and the command line's one-line errors."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -51,3 +52,21 @@ def test_bench_motion_prints_parameter_counts_and_forward_time():
     assert all(rows[name][-1] == f"{value:,}" for name, value in counts.items())
     timing = next(line.split() for line in result.stdout.splitlines() if line.startswith("test "))
     assert len(timing) == 4 and float(timing[2]) > 0
+
+
+def test_bench_stage1_prints_step_time_flops_and_memory():
+    env = {**os.environ, "DEX_JAX_CACHE": jax.config.jax_compilation_cache_dir,
+           "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    result = subprocess.run([sys.executable, "-m", "dex_jax.cli", "bench", "stage1", "--config", "configs/motion_test.py",
+                             "--batch", "2", "--num-driving", "2", "--steps", "1"], capture_output=True, text=True,
+                            env=env, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[1] == "configs/motion_test.py: 32px, float32, batch 2 x 2 driving = 4 pairs"
+    step_ms, examples, gflop = re.fullmatch(
+        r"compile [\d.]+ s \| step ([\d.]+) ms \| ([\d.]+) examples/s \| [\d.]+ pairs/s \| ([\d.]+) GFLOP/step \| "
+        r"MFU [\d.]+%", lines[2]).groups()
+    assert float(step_ms) > 0 and float(examples) == pytest.approx(2 / (float(step_ms) / 1e3), rel=0.02)
+    assert float(gflop) > 0
+    arguments, temporaries = re.fullmatch(r"memory: arguments ([\d.]+) MiB \| temporaries ([\d.]+) MiB", lines[3]).groups()
+    assert float(arguments) > 0 and float(temporaries) > 0

@@ -4,6 +4,8 @@ import importlib
 
 BENCHMARKS = {
     "motion": ("dex_jax.bench.motion_bench", "stage-1 generator forward time per config"),
+    "conv": ("dex_jax.bench.conv_bench", "XLA's 3D and transposed convs against our CPU forms"),
+    "stage1": ("dex_jax.bench.stage1_bench", "one Stage-1 update step: time, FLOPs, MFU, memory"),
     "unet": ("dex_jax.bench.unet_bench", "our UNet forward against diffusers', same config and device"),
     "synth": ("dex_jax.bench.synth_bench", "SynthHeads frames/s at 256x256"),
     "data": ("dex_jax.bench.data_bench", "grain pipeline examples/s with 0 and 2 workers"),

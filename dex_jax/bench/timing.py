@@ -1,4 +1,4 @@
-"""Wall-clock timing of jitted functions: compile once, then the median of repeated runs."""
+"""Wall-clock timing of jitted functions (compile once, then the median of repeated runs), FLOPs and peak FLOP/s."""
 
 import time
 
@@ -19,3 +19,18 @@ def time_jitted(fn, *args, repeats=5, warmup=1):
         jax.block_until_ready(fn(*args))
         samples.append(time.perf_counter() - start)
     return first, float(np.median(samples))
+
+
+def peak_flops(dtype, n):
+    """FLOP/s of one large n x n matmul in `dtype` on the default device: the MFU denominator."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    matmul = jax.jit(lambda x: x @ x)
+    _, seconds = time_jitted(matmul, a)
+    return 2 * n**3 / seconds
+
+
+def xla_flops(compiled):
+    """The FLOPs XLA's cost analysis counts for one call of a compiled function."""
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis.get("flops", 0.0))

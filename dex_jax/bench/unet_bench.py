@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import unflatten_dict
 
+from dex_jax.bench.timing import peak_flops, xla_flops
 from dex_jax.config_loading import load_config
 from dex_jax.convert.diffusers_unet import convert_unet, diffusers_config, model_shapes
 from dex_jax.diffusion.unet import unet_from_config
@@ -39,19 +40,6 @@ def _seconds(fn, iters):
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
-
-
-def peak_flops(dtype, n):
-    """FLOP/s of one large n x n matmul in `dtype` on the default device: the MFU denominator."""
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    matmul = jax.jit(lambda x: x @ x)
-    return 2 * n**3 / _seconds(lambda: matmul(a).block_until_ready(), 5)
-
-
-def _xla_flops(compiled):
-    analysis = compiled.cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    return float(analysis.get("flops", 0.0))
 
 
 def _random_params(config):
@@ -120,7 +108,7 @@ def run_case(name, latent, batch, dtype, attention, iters, peak):
     if attention == "cudnn":  # cuDNN attention is a custom call whose FLOPs XLA does not count
         config.attention_implementation = "xla"
         compiled = jax.jit(unet_from_config(config).apply).lower(*args).compile()
-    flops = _xla_flops(compiled)
+    flops = xla_flops(compiled)
     row = dict(config=name, latent=latent, batch=batch, dtype=dtype, attention=attention, gflop=flops / 1e9,
                ours_ms=1e3 * ours, ours_img_s=batch / ours, ours_mfu=flops / ours / peak)
     if torch_seconds is not None:

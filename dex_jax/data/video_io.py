@@ -198,3 +198,17 @@ def write_video(path, frames, fps=25.0):
         writer.release()
     partial.rename(path)
     return path
+
+
+def write_image(path, image):
+    """Write an (H, W, 3) uint8 RGB image (format from the suffix) through a temporary name, renamed when complete."""
+    path = Path(path)
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"write_image needs an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    if not cv2.imwrite(str(partial), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        partial.unlink(missing_ok=True)
+        raise OSError(f"cannot write an image to {path}")
+    partial.rename(path)
+    return path

@@ -2,7 +2,8 @@
 
 With no arguments it animates the bundled SynthHeads source (data/demo/source.png) with the bundled driving
 clip (data/demo/driving.mp4) using the bundled Stage-1 model (data/motion_synth, trained on SynthHeads only),
-and writes OUT/result.mp4 and OUT/side_by_side.mp4 (source | driving | result). With --pose-driving and
+and writes OUT/result.mp4, OUT/side_by_side.mp4 (source | driving | result) and OUT/side_by_side.png, a still
+of 4 evenly spaced side-by-side frames, one under the other. With --pose-driving and
 --expression-driving the head pose comes from one video and the expression from the other (side by side:
 source | pose | expression | result); either may be left out, and --driving (the bundled clip by default)
 drives the other. Clips of different lengths are cut to the shorter one.
@@ -17,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dex_jax.data.video_io import read_clip, read_image, write_video
+from dex_jax.data.video_io import read_clip, read_image, write_image, write_video
 from dex_jax.evaluate.face_landmarker import FaceLandmarker
 from dex_jax.evaluate.model_runner import load_motion_model
 
@@ -67,6 +68,12 @@ def side_by_side(source, clips, result):
     return np.concatenate([still] + [panel(c, result.shape[1]) for c in clips] + [result], axis=2)
 
 
+def contact_sheet(frames, count=4):
+    """`count` evenly spaced frames of a (T, H, W, 3) clip stacked top to bottom (fewer if the clip is shorter)."""
+    picks = np.unique(np.linspace(0, len(frames) - 1, count).round().astype(int))
+    return np.concatenate(list(frames[picks]), axis=0)
+
+
 def driving_clips(args):
     """(pose clip, expression clip, fps, side-by-side clips) from the arguments, cut to a common length."""
     disentangled = args.pose_driving is not None or args.expression_driving is not None
@@ -85,7 +92,7 @@ def driving_clips(args):
 
 
 def animate(args):
-    """Run the model and write the two videos; returns (result path, side-by-side path, animator)."""
+    """Run the model and write the two videos and the still; returns (result path, side-by-side path, animator)."""
     source = read_image(args.source)
     pose, expression, fps, shown = driving_clips(args)
     with FaceLandmarker(num_faces=2) as landmarker:
@@ -95,7 +102,9 @@ def animate(args):
         result = animator(source, pose, expression)
     args.out.mkdir(parents=True, exist_ok=True)
     result_path = write_video(args.out / "result.mp4", result, fps)
-    comparison_path = write_video(args.out / "side_by_side.mp4", side_by_side(source, shown, result), fps)
+    comparison = side_by_side(source, shown, result)
+    comparison_path = write_video(args.out / "side_by_side.mp4", comparison, fps)
+    write_image(args.out / "side_by_side.png", contact_sheet(comparison))
     return result_path, comparison_path, animator
 
 
@@ -108,5 +117,5 @@ def main(argv):
         print(f"driving frames without a face (landmarks borrowed from the nearest frame): pose "
               f"{missing['pose']}, expression {missing['expression']}")
     print(f"result:       {result_path}")
-    print(f"side by side: {comparison_path}")
+    print(f"side by side: {comparison_path} (still: {comparison_path.with_suffix('.png')})")
     return 0

@@ -59,7 +59,7 @@ def depth_sliced_conv3d(lhs, rhs, window_strides, padding, lhs_dilation=None, rh
 
 
 
-def _transpose_stride2_phases(x, kernel):
+def transpose_stride2_phases(x, kernel):
     """The 4 output phases of a stride-2 transposed conv as one plain conv, interleaved (depth-to-space).
 
     out[2m + a] = sum_s x[m - s] w[a + 2s] along each axis: phase a is a plain correlation of x, padded by
@@ -85,7 +85,7 @@ def conv_transpose_stride2(x, kernel):
     On CPU the 4 output phases run as one plain conv; elsewhere XLA's input-dilated convolution.
     """
     if _on_cpu():
-        return _transpose_stride2_phases(x, kernel)
+        return transpose_stride2_phases(x, kernel)
     k = kernel.shape[0]
     return lax.conv_general_dilated(x, kernel[::-1, ::-1], (1, 1), ((k - 1, k - 1),) * 2, lhs_dilation=(2, 2),
                                     dimension_numbers=_NHWC)
