@@ -43,8 +43,10 @@ def get_config():
     config.data.expression_size = 224
     config.data.worker_count = 8
 
+    # generator_lr_multipliers: per-submodule factors on lr, e.g. {"decoder": 20.0}: the decoder's StyleGAN2 layers
+    # use equalized learning rate (unit-normal params scaled at run time), for which StyleGAN2 trains at 2e-3.
     config.optimizer = dict(lr=1e-4, disc_lr=1e-4, b1=0.5, b2=0.999, schedule="constant", warmup_steps=1000,
-                            final_lr_fraction=0.1, grad_clip_norm=1.0)
+                            final_lr_fraction=0.1, grad_clip_norm=1.0, generator_lr_multipliers={})
     # pose_supervision: weight of an L1 term on the pose encoder against ground-truth poses, for datasets that
     # record them (synth_heads); 0 trains the pose encoder unsupervised, as the paper does.
     config.loss = dict(l1=10.0, lpips=1.0, component_lpips=100.0, adversarial=1.0, r1_gamma=10.0, r1_every=16,

@@ -23,6 +23,7 @@ def get_config():
     config.data.worker_count = 1
 
     config.optimizer.update(lr=2e-4, disc_lr=2e-4, schedule="cosine", warmup_steps=200)
+    config.optimizer.generator_lr_multipliers = {"decoder": 10.0}
     # SynthHeads records the true pose: supervising the pose encoder with it makes the warp right within the
     # few thousand steps a CPU affords (the paper's pose encoder learns unsupervised, over 200k steps).
     config.loss.update(adversarial=0.1, r1_gamma=1.0, pose_supervision=1.0)

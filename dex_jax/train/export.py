@@ -23,7 +23,7 @@ from dex_jax.evaluate.model_runner import checkpoint_paths
 from dex_jax.train.checkpoint import Checkpointer, generator_params, read_checkpoint
 
 CURVES = (("l1", "L1"), ("lpips", "LPIPS"), ("component_lpips", "face LPIPS"), ("adversarial", "G adversarial"),
-          ("discriminator_loss", "D loss"))
+          ("discriminator_loss", "D loss"), ("pose_supervision", "pose error (supervised)"))
 
 
 def generator_state(state):
@@ -39,6 +39,8 @@ def plot_curve(metrics_path, png_path):
         points = [(r["step"], r[key]) for r in rows if key in r]
         if points:
             ax.plot(*zip(*points), linewidth=1.0)
+        else:
+            ax.text(0.5, 0.5, "not in this run", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title)
         ax.set_xlabel("step")
     fig.savefig(png_path, dpi=90)

@@ -47,13 +47,27 @@ def learning_rate_schedule(opt_config, peak, total_steps):
     raise ValueError(f"unknown optimizer.schedule {opt_config.schedule!r}: use 'constant' or 'cosine'")
 
 
-def make_optimizer(opt_config, peak, total_steps):
-    """(Adam with gradient clipping by global norm (skipped when grad_clip_norm is 0), its lr schedule)."""
+def scale_submodules(multipliers):
+    """An optax transform scaling the updates of each top-level submodule named in `multipliers` by its factor."""
+    def update(updates, state, params=None):
+        del params
+        return {name: jax.tree.map(lambda u, m=multipliers.get(name, 1.0): u * m, tree)
+                for name, tree in updates.items()}, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(opt_config, peak, total_steps, lr_multipliers=None):
+    """(Adam with gradient clipping by global norm (skipped when grad_clip_norm is 0), its lr schedule).
+
+    lr_multipliers: {submodule name: factor} on top of the schedule, e.g. for layers with equalized learning rate.
+    """
     schedule = learning_rate_schedule(opt_config, peak, total_steps)
-    adam = optax.adam(schedule, b1=opt_config.b1, b2=opt_config.b2)
-    if opt_config.grad_clip_norm:
-        return optax.chain(optax.clip_by_global_norm(opt_config.grad_clip_norm), adam), schedule
-    return adam, schedule
+    parts = [optax.clip_by_global_norm(opt_config.grad_clip_norm)] if opt_config.grad_clip_norm else []
+    parts.append(optax.adam(schedule, b1=opt_config.b1, b2=opt_config.b2))
+    if lr_multipliers:
+        parts.append(scale_submodules(dict(lr_multipliers)))
+    return optax.chain(*parts), schedule
 
 
 def random_lpips_params(seed=0):
@@ -111,7 +125,8 @@ def make_stage(config, lpips=None):
     generator = build_motion_trainer(model)
     discriminator = build_discriminator(model)
     dtype = jnp.dtype(model.dtype)
-    g_optimizer, g_schedule = make_optimizer(config.optimizer, config.optimizer.lr, config.total_steps)
+    g_optimizer, g_schedule = make_optimizer(config.optimizer, config.optimizer.lr, config.total_steps,
+                                             config.optimizer.generator_lr_multipliers)
     d_optimizer, _ = make_optimizer(config.optimizer, config.optimizer.disc_lr, config.total_steps)
     optimizers = {"generator": g_optimizer, "discriminator": d_optimizer}
     weights = config.loss

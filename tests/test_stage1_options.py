@@ -1,7 +1,8 @@
-"""The optional supervised pose term of Stage 1 (its value in a real run is checked in test_train_loop.py)."""
+"""Stage-1 training options: the supervised pose term (its value in a real run: test_train_loop.py), lr multipliers."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from dex_jax.config_loading import load_config
@@ -30,3 +31,16 @@ def test_batches_without_poses_are_refused():
     with pytest.raises(ValueError, match="needs ground-truth poses in the batches, and these have no "
                                          "source_pose, driving_pose"):
         jax.eval_shape(stage.step, state, batch, stage.frozen)
+
+
+def test_lr_multipliers_scale_only_the_named_submodules():
+    config = load_config("configs/motion_test.py")
+    params = {"decoder": {"w": jnp.ones(3)}, "pose": {"w": jnp.ones(3)}}
+    grads = {"decoder": {"w": jnp.full(3, 0.5)}, "pose": {"w": jnp.full(3, 0.5)}}
+    plain, _ = stage1.make_optimizer(config.optimizer, 1e-3, 10)
+    scaled, _ = stage1.make_optimizer(config.optimizer, 1e-3, 10, {"decoder": 20.0})
+    want, _ = plain.update(grads, plain.init(params), params)
+    got, _ = scaled.update(grads, scaled.init(params), params)
+    np.testing.assert_allclose(got["decoder"]["w"], 20.0 * want["decoder"]["w"], rtol=1e-6)
+    np.testing.assert_allclose(got["pose"]["w"], want["pose"]["w"], rtol=1e-6)
+    assert float(jnp.abs(want["pose"]["w"]).min()) > 0
