@@ -1,8 +1,8 @@
 """Convolutions XLA's CPU backend runs slowly, rewritten exactly as the plain 2D convolutions it runs fast.
 
 On CPU, XLA runs 3D convolutions, and the kernel gradient of input-dilated (transposed) convolutions, through
-slow generic loops (6-20x slower than a plain 2D convolution of the same FLOPs, measured on the tiny Stage-1
-model). Both are rewritten here; GPUs and TPUs keep XLA's own convolutions.
+slow generic loops: 5-26x slower than these forms on the tiny Stage-1 model's shapes (`dex-portrait bench
+conv`). Both are rewritten here; GPUs and TPUs keep XLA's own convolutions.
 - 3D: a (kd, kh, kw) kernel over NDHWC input equals a (kh, kw) kernel over the kd depth-shifted copies of the
   input concatenated on channels, with depth folded into the batch.
 - Transposed (stride 2): its 4 output phases are one plain conv with 4x the output channels, interleaved.
@@ -56,7 +56,6 @@ def depth_sliced_conv3d(lhs, rhs, window_strides, padding, lhs_dilation=None, rh
     out = lax.conv_general_dilated(stacked.reshape(n * out_depth, h, w, kd * cin), kernel, window_strides[1:],
                                    planar_padding, dimension_numbers=_NHWC, precision=precision)
     return out.reshape((n, out_depth) + out.shape[1:])
-
 
 
 def transpose_stride2_phases(x, kernel):
