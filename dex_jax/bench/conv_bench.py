@@ -11,10 +11,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from dex_jax.bench.timing import time_jitted
-from dex_jax.nn.cpu_conv import transpose_stride2_phases, depth_sliced_conv3d
+from dex_jax.nn.cpu_conv import depth_sliced_conv3d, input_dilated_conv_transpose_stride2, transpose_stride2_phases
 
 NDHWC = ("NDHWC", "DHWIO", "NDHWC")
-NHWC = ("NHWC", "HWIO", "NHWC")
 CONV3D_CASES = (  # (input NDHWC, out channels, strides): appearance resblocks, Flatten & CNN
     ((8, 8, 16, 16, 16), 16, (1, 1, 1)),
     ((8, 8, 16, 16, 32), 16, (1, 2, 2)),
@@ -31,11 +30,6 @@ def _native_conv3d(x, w, strides):
 
 def _ours_conv3d(x, w, strides):
     return depth_sliced_conv3d(x, w, strides, ((1, 1),) * 3, dimension_numbers=NDHWC)
-
-
-def _native_transposed(x, w):
-    return lax.conv_general_dilated(x, w[::-1, ::-1], (1, 1), ((2, 2),) * 2, lhs_dilation=(2, 2),
-                                    dimension_numbers=NHWC)
 
 
 def _grad_seconds(conv, x, w, repeats):
@@ -59,7 +53,7 @@ def main(argv=None):
     for shape, cout in TRANSPOSED_CASES:
         x = jax.random.normal(keys[0], shape)
         w = jax.random.normal(keys[1], (3, 3, shape[-1], cout))
-        native = _grad_seconds(_native_transposed, x, w, args.repeats)
+        native = _grad_seconds(input_dilated_conv_transpose_stride2, x, w, args.repeats)
         ours = _grad_seconds(transpose_stride2_phases, x, w, args.repeats)
         print(f"transposed 3x3 stride 2 {shape} -> {cout} ch: XLA {1e3 * native:.1f} ms, "
               f"phase split {1e3 * ours:.1f} ms, x{native / ours:.1f}", flush=True)

@@ -34,7 +34,7 @@ def bench_step(config, steps):
     stage = stage1.make_stage(config, lpips=stage1.random_lpips_params(config.seed))
     state = jax.jit(lambda rng: nn.unbox(stage.init(rng)))(jax.random.PRNGKey(config.seed))
     batch = jax.tree.map(jnp.asarray, next(make_iterator(config.data)))
-    frozen = jax.tree.map(jnp.asarray, stage.frozen)
+    frozen = stage.frozen
     started = time.perf_counter()
     compiled = jax.jit(stage.step, donate_argnums=(0,)).lower(state, batch, frozen).compile()
     compile_seconds = time.perf_counter() - started

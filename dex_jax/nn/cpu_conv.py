@@ -85,6 +85,11 @@ def conv_transpose_stride2(x, kernel):
     """
     if _on_cpu():
         return transpose_stride2_phases(x, kernel)
+    return input_dilated_conv_transpose_stride2(x, kernel)
+
+
+def input_dilated_conv_transpose_stride2(x, kernel):
+    """The same transposed conv as XLA's input-dilated convolution of the flipped kernel (its form off CPU)."""
     k = kernel.shape[0]
     return lax.conv_general_dilated(x, kernel[::-1, ::-1], (1, 1), ((k - 1, k - 1),) * 2, lhs_dilation=(2, 2),
                                     dimension_numbers=_NHWC)
