@@ -24,7 +24,7 @@ demo: setup
 	$(BIN)/dex-portrait animate
 
 test: setup-test
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 bench: setup-test
 	$(BIN)/dex-portrait bench motion

@@ -117,7 +117,7 @@ def test_tiny_encoder_runs():
     cfg = _expression_config("tiny")
     encoder = ExpressionEncoder(**cfg)
     crops = jax.random.uniform(jax.random.key(0), (2, cfg["image_size"], cfg["image_size"], 3), minval=-1.0, maxval=1.0)
-    latent = encoder.apply(encoder.init(jax.random.key(1), crops), crops)
+    latent = jax.jit(lambda c: encoder.apply(encoder.init(jax.random.key(1), c), c))(crops)
     assert latent.shape == (2, cfg["latent_dim"])
     assert bool(jnp.isfinite(latent).all())
     assert float(jnp.abs(latent[0] - latent[1]).max()) > 0

@@ -26,6 +26,8 @@ from dex_jax.train.state import create_state
 from dex_jax.train.warm_start import warm_start
 from toy_stage import REPO, flat_params, make_toy_stage, toy_config
 
+pytestmark = pytest.mark.xdist_group("train_loop")  # one worker runs the shared Stage-1 run once
+
 STAGE1 = ["train", "--config", "configs/motion_test.py", "--config.data.batch_size=2",
           "--config.log.image_every_steps=1", "--config.loss.pose_supervision=1.0"]
 
