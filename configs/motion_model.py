@@ -24,13 +24,13 @@ def _paper():
 def _tiny():
     return dict(
         image_size=64,
-        appearance=dict(block_channels=(16, 32, 64), feature_channels=128, volume_channels=16,
+        appearance=dict(block_channels=(16, 64), feature_channels=128, volume_channels=16,  # volume at S/2
                         volume_depth=8, num_resblocks=2, norm_groups=8),
         pose=dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128)),
         expression=dict(image_size=64, channels=64, hourglass_depth=2, num_landmarks=68, latent_dim=128),
         fusion=dict(out_channels=16, norm_groups=8),
         appearance_latent=dict(channels=(64, 128, 128, 128, 128), latent_dim=256),
-        decoder=dict(channels=128, num_down=1, up_channels=(128, 64, 32), skip_channels=(32, 24, 16, 8, 3)),
+        decoder=dict(channels=128, num_down=1, up_channels=(64, 32), skip_channels=(24, 16, 8, 3)),  # enters at S/4
         discriminator=dict(channels=(32, 64, 128, 128, 128), mbstd_group=4),
     )
 

@@ -10,6 +10,8 @@ from dex_jax.config_loading import load_config
 from dex_jax.motion.motion_trainer import MotionTrainer, build_motion_trainer
 from dex_jax.motion.summary import example_inputs, parameter_counts
 
+pytestmark = pytest.mark.xdist_group("motion_trainer")  # one worker builds the module's model once
+
 
 @pytest.fixture(scope="module")
 def test_model():
@@ -17,12 +19,20 @@ def test_model():
     trainer = build_motion_trainer(config)
     inputs = [jax.random.uniform(k, x.shape, minval=-1, maxval=1)
               for k, x in zip(jax.random.split(jax.random.key(1), 3), example_inputs(config, batch=2))]
-    variables = nn.unbox(trainer.init(jax.random.key(0), *inputs))
+    variables = nn.unbox(jax.jit(trainer.init)(jax.random.key(0), *inputs))
     return config, trainer, variables, inputs
 
 
-def test_paper_shapes_follow_the_supplement():
-    config = load_config("configs/motion_model.py:paper")
+def jitted_apply(trainer, variables, *args, method=None):
+    return jax.jit(trainer.apply, static_argnames="method")(variables, *args, method=method)
+
+
+@pytest.mark.parametrize("variant,volume,features,latents,image", [
+    ("paper", (1, 16, 64, 64, 32), (1, 32, 32, 512), (2048, 512), (1, 256, 256, 3)),  # the supplement's shapes
+    ("tiny", (1, 8, 32, 32, 16), (1, 16, 16, 128), (256, 128), (1, 64, 64, 3)),  # volume at S/2, decoder in at S/4
+])
+def test_shapes_follow_the_config(variant, volume, features, latents, image):
+    config = load_config(f"configs/motion_model.py:{variant}")
     trainer = build_motion_trainer(config)
     source, pose_input, crop = example_inputs(config)
 
@@ -35,13 +45,9 @@ def test_paper_shapes_follow_the_supplement():
             return volume, features, app_latent, exp_latent, image
         return nn.apply(run, trainer)(trainer.init(jax.random.key(0), source, pose_input, crop))
 
-    volume, features, app_latent, exp_latent, image = jax.eval_shape(shapes, source, pose_input, crop)
-    assert volume.shape == (1, 16, 64, 64, 32)
-    assert features.shape == (1, 32, 32, 512)
-    assert app_latent.shape == (1, 2048)
-    assert exp_latent.shape == (1, 512)
-    assert app_latent.shape[-1] + exp_latent.shape[-1] == 2560
-    assert image.shape == (1, 256, 256, 3)
+    got = jax.eval_shape(shapes, source, pose_input, crop)
+    assert (got[0].shape, got[1].shape, got[4].shape) == (volume, features, image)
+    assert (got[2].shape, got[3].shape) == ((1, latents[0]), (1, latents[1]))
 
 
 def test_parameter_counts_cover_every_network():
@@ -54,19 +60,19 @@ def test_parameter_counts_cover_every_network():
 
 def test_forward_and_standalone_encoders(test_model):
     config, trainer, variables, (source, pose_input, crop) = test_model
-    image = trainer.apply(variables, source, pose_input, crop)
+    image = jitted_apply(trainer, variables, source, pose_input, crop)
     assert image.shape == source.shape and np.isfinite(np.asarray(image)).all()
-    pose = trainer.apply(variables, pose_input, method=MotionTrainer.encode_pose)
+    pose = jitted_apply(trainer, variables, pose_input, method=MotionTrainer.encode_pose)
     assert set(pose) == {"yaw", "pitch", "roll", "tx", "ty", "scale"}
     assert all(v.shape == (2,) for v in pose.values())
-    latent = trainer.apply(variables, crop, method=MotionTrainer.encode_expression)
+    latent = jitted_apply(trainer, variables, crop, method=MotionTrainer.encode_expression)
     assert latent.shape == (2, config.expression.latent_dim)
 
 
 def test_expression_changes_the_output(test_model):
     _, trainer, variables, (source, pose_input, crop) = test_model
-    a = trainer.apply(variables, source, pose_input, crop)
-    b = trainer.apply(variables, source, pose_input, -crop)
+    a = jitted_apply(trainer, variables, source, pose_input, crop)
+    b = jitted_apply(trainer, variables, source, pose_input, -crop)
     assert float(jnp.abs(a - b).max()) > 1e-6
 
 
@@ -76,7 +82,7 @@ def test_every_generator_param_gets_a_gradient(test_model):
     def loss(params):
         return jnp.mean(trainer.apply({"params": params}, source, pose_input, crop) ** 2)
 
-    grads = jax.grad(loss)(variables["params"])
+    grads = jax.jit(jax.grad(loss))(variables["params"])
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         assert np.isfinite(np.asarray(g)).all(), path
     assert float(sum(jnp.abs(g).sum() for g in jax.tree_util.tree_leaves(grads))) > 0

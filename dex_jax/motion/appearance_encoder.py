@@ -1,4 +1,4 @@
-"""3D appearance encoder: source image -> 2D CNN -> feature volume (N, D, H/4, W/4, C) -> 3D resblocks."""
+"""3D appearance encoder: source image -> 2D CNN -> feature volume (N, D, H/4, W/4, C) (paper) -> 3D resblocks."""
 
 from typing import Sequence
 
@@ -29,9 +29,10 @@ class ResBlock3d(nn.Module):
 
 
 class AppearanceEncoder(nn.Module):
-    """Image (N, S, S, 3) -> volume (N, volume_depth, S/4, S/4, volume_channels) (LivePortrait's F_s layout).
+    """Image (N, S, S, 3) -> volume (N, volume_depth, s, s, volume_channels) (LivePortrait's F_s layout).
 
-    The 2D trunk is a same-resolution conv followed by two conv+avg-pool down blocks; a 1x1 conv lifts to
+    s = S / 2^(len(block_channels) - 1): the 2D trunk is a same-resolution conv followed by one conv+avg-pool
+    down block per further entry of block_channels (paper: two, s = S/4); a 1x1 conv lifts to
     `feature_channels = volume_channels * volume_depth`, which is reshaped channel-major (c, d) into depth,
     then refined by `num_resblocks` 3D residual blocks.
     """
