@@ -15,12 +15,12 @@ from dex_jax.nn.cpu_conv import depth_sliced_conv3d, input_dilated_conv_transpos
 
 NDHWC = ("NDHWC", "DHWIO", "NDHWC")
 CONV3D_CASES = (  # (input NDHWC, out channels, strides): appearance resblocks, Flatten & CNN
-    ((8, 8, 16, 16, 16), 16, (1, 1, 1)),
-    ((8, 8, 16, 16, 32), 16, (1, 2, 2)),
+    ((8, 8, 32, 32, 16), 16, (1, 1, 1)),
+    ((8, 8, 32, 32, 32), 16, (1, 2, 2)),
 )
 TRANSPOSED_CASES = (  # (input NHWC, out channels): the decoder's up StyleConvs
-    ((8, 16, 16, 128), 128),
-    ((8, 32, 32, 128), 64),
+    ((8, 16, 16, 128), 64),
+    ((8, 32, 32, 64), 32),
 )
 
 
