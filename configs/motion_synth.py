@@ -1,7 +1,7 @@
 """Stage-1 training of the embedded default: the `tiny` model (64x64) on SynthHeads, trainable on a CPU.
 
 Unlike the paper, the pose encoder also learns from SynthHeads' true poses (loss.pose_supervision), at 5x the
-generator's lr: on a CPU budget of a few thousand steps, reconstruction alone teaches it too little yaw.
+generator's lr (optimizer.generator_lr_multipliers).
 
 Build the data first: dex-portrait data build synth_heads --config cpu128
 Run: dex-portrait train --config configs/motion_synth.py --workdir DIR
