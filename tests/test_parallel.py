@@ -60,7 +60,7 @@ json.dump(report, open(f"{out}/report.json", "w"))
 @pytest.fixture(scope="module")
 def eight_device_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("meshes")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
            "DEX_JAX_CACHE": jax.config.jax_compilation_cache_dir}
     result = subprocess.run([sys.executable, "-c", EIGHT_DEVICES, str(out)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)

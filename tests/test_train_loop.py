@@ -47,10 +47,8 @@ def error_lines(err):
 
 
 def run_cli(*args):
-    """`dex-portrait train ...` in a subprocess compiled at XLA's backend optimisation level 0: it compiles the
-    Stage-1 step in half the time, and these tests check behaviour, not speed."""
-    env = {**os.environ, "DEX_JAX_CACHE": jax.config.jax_compilation_cache_dir,
-           "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    """`dex-portrait train ...` in a subprocess (with conftest's XLA flags and this process's compilation cache)."""
+    env = {**os.environ, "DEX_JAX_CACHE": jax.config.jax_compilation_cache_dir}
     command = [sys.executable, "-c", "import sys; from dex_jax.cli import main; sys.exit(main(sys.argv[1:]))"]
     return subprocess.run(command + list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
 
