@@ -48,9 +48,10 @@ def get_config():
     config.optimizer = dict(lr=1e-4, disc_lr=1e-4, b1=0.5, b2=0.999, schedule="constant", warmup_steps=1000,
                             final_lr_fraction=0.1, grad_clip_norm=1.0, generator_lr_multipliers={})
     # pose_supervision: weight of an L1 term on the pose encoder against ground-truth poses, for datasets that
-    # record them (synth_heads); 0 trains the pose encoder unsupervised, as the paper does.
+    # record them (synth_heads); 0 trains the pose encoder unsupervised, as the paper does. detach_warp_pose: the
+    # warp takes the poses under stop_gradient, so only that supervised term trains the pose encoder.
     config.loss = dict(l1=10.0, lpips=1.0, component_lpips=100.0, adversarial=1.0, r1_gamma=10.0, r1_every=16,
-                       pose_supervision=0.0)
+                       pose_supervision=0.0, detach_warp_pose=False)
     config.ema = dict(decay=0.999)
     config.lpips = dict(vgg_weights="", heads="")  # a torchvision VGG16 file; heads default to lpips' own
 

@@ -1,12 +1,15 @@
-"""Stage-1 training options: the supervised pose term (its value in a real run: test_train_loop.py), lr multipliers."""
+"""Stage-1 training options: the supervised pose term (its value in a real run: test_train_loop.py), the detached
+warp pose, lr multipliers."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from dex_jax.config_loading import load_config
 from dex_jax.motion.losses import pose_supervision_loss
+from dex_jax.motion.motion_trainer import build_motion_trainer
 from dex_jax.motion.pose_encoder import POSE_KEYS
 from dex_jax.train import stage1
 from dex_jax.train.input import make_iterator
@@ -44,3 +47,32 @@ def test_lr_multipliers_scale_only_the_named_submodules():
     np.testing.assert_allclose(got["decoder"]["w"], 20.0 * want["decoder"]["w"], rtol=1e-6)
     np.testing.assert_allclose(got["pose"]["w"], want["pose"]["w"], rtol=1e-6)
     assert float(jnp.abs(want["pose"]["w"]).min()) > 0
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_detached_warp_pose_keeps_image_gradients_off_the_pose_encoder(detach):
+    model = build_motion_trainer(load_config("configs/motion_model.py:test"))
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    source, pose_input, crop = (jax.random.uniform(k, (2, 32, 32, 3), minval=-1, maxval=1) for k in keys[:3])
+    params = jax.jit(model.init)(keys[3], source, pose_input, crop)["params"]
+
+    @jax.jit
+    def grads(params):
+        def image_sum(p):
+            image = model.apply({"params": p}, source, pose_input, crop, detach_pose=detach,
+                                rngs={"noise": keys[3]}, method=model.reenact)[0]
+            return jnp.sum(image ** 2)
+        return jax.grad(image_sum)(params)
+
+    got = grads(params)
+    pose_norm = float(optax.tree.norm(got["pose"]))
+    assert (pose_norm == 0.0) if detach else (pose_norm > 0.0)
+    assert float(optax.tree.norm(got["decoder"])) > 0.0
+    assert float(optax.tree.norm(got["expression"])) > 0.0
+
+
+def test_detached_warp_pose_needs_pose_labels():
+    config = load_config("configs/motion_test.py")
+    config.loss.detach_warp_pose = True
+    with pytest.raises(ValueError, match="detach_warp_pose leaves the pose encoder nothing to learn from"):
+        stage1.make_stage(config, lpips=stage1.random_lpips_params())

@@ -1,6 +1,7 @@
 """The Stage-1 motion trainer: (source, pose input, expression input) -> reenacted image (Fig. 2a)."""
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -53,12 +54,15 @@ class MotionTrainer(nn.Module):
         style = jnp.concatenate([appearance_latent, expression_latent.astype(appearance_latent.dtype)], -1)
         return self.decoder(features, style)
 
-    def reenact(self, source, pose_input, expression_input):
-        """-> (reenacted image, source pose, driving pose): the image and the two pose dicts it was rendered with."""
+    def reenact(self, source, pose_input, expression_input, detach_pose=False):
+        """-> (reenacted image, source pose, driving pose): the image and the two pose dicts it was rendered with.
+
+        detach_pose: warp with the poses under stop_gradient, so the image's losses do not train the pose encoder.
+        """
         volume, appearance_latent = self.encode_appearance(source)
         source_pose, driving_pose = self.encode_pose(source), self.encode_pose(pose_input)
-        image = self.render(volume, appearance_latent, source_pose, driving_pose,
-                            self.encode_expression(expression_input))
+        warp_poses = jax.lax.stop_gradient((source_pose, driving_pose)) if detach_pose else (source_pose, driving_pose)
+        image = self.render(volume, appearance_latent, *warp_poses, self.encode_expression(expression_input))
         return image, source_pose, driving_pose
 
     def __call__(self, source, pose_input, expression_input):

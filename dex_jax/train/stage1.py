@@ -4,6 +4,8 @@ One step, on B examples of one source and K driving frames flattened to B*K pair
   generator: 10 L1 + 1 LPIPS + 100 face-masked LPIPS + non-saturating adversarial loss, Adam, clipped;
     with loss.pose_supervision > 0, plus that weight times the L1 error of the source and driving poses
     against the batch's ground truth (SynthHeads has it; the paper trains the pose encoder unsupervised);
+    with loss.detach_warp_pose as well, the warp takes the poses under stop_gradient: labels alone train the
+    pose encoder, and the image losses cannot pull it towards whatever pose the decoder finds easiest;
   discriminator: softplus loss on real driving frames vs the (detached) prediction, plus lazy R1 every
   `r1_every` steps, StyleGAN2-style: (r1_gamma / 2) * r1_every * R1, so its average weight is r1_gamma / 2;
   EMA of the generator params.
@@ -131,6 +133,10 @@ def make_stage(config, lpips=None):
     optimizers = {"generator": g_optimizer, "discriminator": d_optimizer}
     weights = config.loss
     supervise_pose = bool(weights.pose_supervision)
+    detach_pose = bool(weights.detach_warp_pose)
+    if detach_pose and not supervise_pose:
+        raise ValueError("loss.detach_warp_pose leaves the pose encoder nothing to learn from unless "
+                         "loss.pose_supervision > 0")
     metric_names = METRIC_NAMES + (("pose_supervision",) if supervise_pose else ())
     num_images = config.log.num_images
 
@@ -153,8 +159,8 @@ def make_stage(config, lpips=None):
 
         def generator_objective(g_params):
             pred, source_pose, driving_pose = generator.apply(
-                {"params": g_params}, source, pose_input, expression_input, rngs={"noise": step_rng(state)},
-                method=generator.reenact)
+                {"params": g_params}, source, pose_input, expression_input, detach_pose=detach_pose,
+                rngs={"noise": step_rng(state)}, method=generator.reenact)
             total, terms = motion_generator_loss(
                 lpips_weights, pred, target, mask, d_apply(d_params, pred), l1_weight=weights.l1,
                 lpips_weight=weights.lpips, component_lpips_weight=weights.component_lpips,
