@@ -19,13 +19,10 @@ any face the whole frame is the face box and nothing is covered. Such frames are
 """
 
 import functools
-import json
-from pathlib import Path
 
 import cv2
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from dex_jax.data.augment import expression_crop, pose_input
@@ -34,7 +31,7 @@ from dex_jax.data.pipeline import rescale_points, to_model
 from dex_jax.data.tfds_portrait_videos import LEFT_EYE, MOUTH, RIGHT_EYE
 from dex_jax.evaluate.face_landmarker import FaceLandmarker, check_rgb_uint8, observe_frames
 from dex_jax.motion.motion_trainer import build_motion_trainer
-from dex_jax.train.checkpoint import generator_params, read_checkpoint
+from dex_jax.train.checkpoint import checkpoint_paths, generator_params, read_checkpoint, read_train_config
 
 DRIVE_CHUNK = 8
 MASKED_GROUPS = (LEFT_EYE, RIGHT_EYE, MOUTH)
@@ -160,31 +157,6 @@ class MotionAnimator:
             images = self._drive(self.params, volume, latent, source_pose, poses[take], expressions[take])
             outputs.append(to_uint8(images)[: min(DRIVE_CHUNK, n - start)])
         return resize_frames(np.concatenate(outputs), *source.shape[:2])
-
-
-def _tuples(tree):
-    if isinstance(tree, dict):
-        return {key: _tuples(value) for key, value in tree.items()}
-    if isinstance(tree, list):
-        return tuple(_tuples(value) for value in tree)
-    return tree
-
-
-def checkpoint_paths(path):
-    """(checkpoints folder, config.json) of a training workdir or of its checkpoints/ folder."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ValueError(f"checkpoint not found: {path}")
-    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    config = folder.parent / "config.json"
-    if not config.is_file():
-        raise ValueError(f"no config.json beside the checkpoints in {folder} (a training workdir holds both)")
-    return folder, config
-
-
-def read_train_config(config_path):
-    """The training run's config (config.json) as a ConfigDict, lists back to tuples."""
-    return ml_collections.ConfigDict(_tuples(json.loads(Path(config_path).read_text())))
 
 
 def read_generator(checkpoint_dir):

@@ -7,11 +7,13 @@ Resume tries the newest step first; a step that fails to restore is skipped with
 one is tried (the skipped ones are then renamed `<step>.corrupt`, so new saves can take their step numbers).
 """
 
+import json
 import logging
 from pathlib import Path
 
 import grain
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
@@ -123,3 +125,28 @@ def generator_params(state):
     if "generator" in ema:
         return ema["generator"], True
     return state["params"]["generator"], False
+
+
+def _tuples(tree):
+    if isinstance(tree, dict):
+        return {key: _tuples(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return tuple(_tuples(value) for value in tree)
+    return tree
+
+
+def checkpoint_paths(path):
+    """(checkpoints folder, config.json) of a training workdir or of its checkpoints/ folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"checkpoint not found: {path}")
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    config = folder.parent / "config.json"
+    if not config.is_file():
+        raise ValueError(f"no config.json beside the checkpoints in {folder} (a training workdir holds both)")
+    return folder, config
+
+
+def read_train_config(config_path):
+    """The training run's config (config.json) as a ConfigDict, lists back to tuples."""
+    return ml_collections.ConfigDict(_tuples(json.loads(Path(config_path).read_text())))

@@ -19,8 +19,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 
-from dex_jax.evaluate.model_runner import checkpoint_paths
-from dex_jax.train.checkpoint import Checkpointer, generator_params, read_checkpoint
+from dex_jax.train.checkpoint import Checkpointer, checkpoint_paths, generator_params, read_checkpoint
 
 CURVES = (("l1", "L1"), ("lpips", "LPIPS"), ("component_lpips", "face LPIPS"), ("adversarial", "G adversarial"),
           ("discriminator_loss", "D loss"), ("pose_supervision", "pose error (supervised)"))

@@ -4,8 +4,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from dex_jax.evaluate.model_runner import checkpoint_paths
-from dex_jax.train.checkpoint import generator_params, read_checkpoint
+from dex_jax.train.checkpoint import checkpoint_paths, generator_params, read_checkpoint
 
 
 def _check_shapes(name, source, target, origin):
