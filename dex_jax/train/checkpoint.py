@@ -5,6 +5,7 @@ RNG, non-finite counters; sharded arrays, restored straight into their shardings
 iterator's position, one JSON per process through grain's orbax handler), when the iterator has one.
 Resume tries the newest step first; a step that fails to restore is skipped with a warning and the previous
 one is tried (the skipped ones are then renamed `<step>.corrupt`, so new saves can take their step numbers).
+Readers of a finished run (export, warm start, evaluate, animate) find its checkpoints and config.json here too.
 """
 
 import json
