@@ -34,7 +34,7 @@ NO_DEPS = [
 
 # PyTorch originals for the parity tests; they install offline on the project's machines.
 TEST = [
-    "pytest==9.2.0",
+    "pytest==9.1.1",  # 9.2 drops pytest-xdist 3.8.0's xdist_group grouping (pytest-dev/pytest-xdist#1386)
     "pytest-xdist==3.8.0",
     "torch==2.14.1",
     "torchvision==0.29.1",

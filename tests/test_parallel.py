@@ -16,6 +16,8 @@ from dex_jax.train.input import make_iterator
 from dex_jax.train.loop import train
 from toy_stage import REPO, flat_params, make_toy_stage, toy_config
 
+pytestmark = pytest.mark.xdist_group("parallel")  # one worker runs the 8-device subprocess once
+
 EIGHT_DEVICES = r"""
 import json, sys
 import jax, flax.linen as nn, numpy as np
@@ -57,7 +59,7 @@ json.dump(report, open(f"{out}/report.json", "w"))
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # never torn down when xdist interleaves other modules
 def eight_device_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("meshes")
     env = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",

@@ -53,7 +53,7 @@ def run_cli(*args):
     return subprocess.run(command + list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # never torn down when xdist interleaves other modules
 def stage1_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("stage1")
     result = run_cli(*STAGE1, "--workdir", str(workdir), "--config.total_steps=1")
@@ -199,3 +199,9 @@ def test_warm_start_takes_the_generator_and_nothing_else(stage1_run, tmp_path):
         warm_start(fresh.replace(params=smaller), stage1_run)
     with pytest.raises(ValueError, match="checkpoint not found"):
         warm_start(fresh, tmp_path / "nowhere")
+
+
+def test_module_runs_on_one_xdist_worker(request):
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("only under pytest-xdist --dist loadgroup")
+    assert request.node.nodeid.endswith("@train_loop"), "xdist_group is ignored: stage1_run would run per worker"
