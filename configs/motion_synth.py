@@ -1,10 +1,15 @@
-"""Stage-1 training of the embedded default: the `tiny` model (64x64) on SynthHeads, trainable on a CPU.
+"""Stage-1 training of the embedded default: the `tiny` model (64x64) on SynthHeads, in two phases on a CPU.
 
 Unlike the paper, the pose encoder also learns from SynthHeads' true poses (loss.pose_supervision), at 5x the
 generator's lr (optimizer.generator_lr_multipliers).
+  phase 1: from scratch, 2,500 steps; image losses and labels both train the pose encoder.
+  phase 2: from phase 1's generator (init_from), 2,700 steps. Only the labels train the pose encoder
+    (loss.detach_warp_pose), and the decoder, whose StyleGAN2 layers use equalized lr, trains at 10x the lr.
 
 Build the data first: dex-portrait data build synth_heads --config cpu128
-Run: dex-portrait train --config configs/motion_synth.py --workdir DIR
+Run: dex-portrait train --config configs/motion_synth.py:1 --workdir runs/motion_synth_1
+     dex-portrait train --config configs/motion_synth.py:2 --workdir runs/motion_synth \
+         --config.init_from=runs/motion_synth_1
 Everything not set here (mesh, sharding rules, loss weights) is the paper's (configs/motion_paper.py).
 """
 
@@ -13,9 +18,21 @@ import os
 from dex_jax.config_loading import load_config
 
 
-def get_config():
-    config = load_config("configs/motion_paper.py")
+def _phase_1(config):
     config.total_steps = 2_500
+
+
+def _phase_2(config):
+    config.total_steps = 2_700
+    config.optimizer.generator_lr_multipliers["decoder"] = 10.0
+    config.loss.detach_warp_pose = True
+
+
+PHASES = {"1": _phase_1, "2": _phase_2}
+
+
+def get_config(phase="2"):
+    config = load_config("configs/motion_paper.py")
     config.model = load_config("configs/motion_model.py:tiny")
 
     config.data.dataset_dir = os.path.expanduser("~/tensorflow_datasets/synth_heads/cpu128/1.0.0")
@@ -32,4 +49,5 @@ def get_config():
 
     config.checkpoint.update(every_steps=500, keep=3)
     config.log.update(every_steps=20, image_every_steps=500)
+    PHASES[phase](config)
     return config

@@ -10,6 +10,7 @@ import pytest
 
 from dex_jax.config_loading import ConfigError, apply_overrides, load_config
 from dex_jax.motion.summary import parameter_counts
+from dex_jax.train import stage1
 
 
 def test_variants_and_overrides():
@@ -27,6 +28,17 @@ def test_variants_and_overrides():
 def test_config_errors(spec, overrides, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(load_config(spec), overrides)
+
+
+@pytest.mark.parametrize("spec", ["configs/motion_paper.py", "configs/motion_synth.py:1", "configs/motion_synth.py:2",
+                                  "configs/motion_test.py"])
+def test_shipped_train_configs_are_consistent(spec):
+    config = load_config(spec)
+    stage1.check_config(config)
+    weights = config.loss
+    assert not weights.detach_warp_pose or weights.pose_supervision > 0
+    shapes = jax.eval_shape(stage1.make_stage(config, lpips={}).init, jax.random.key(0))
+    assert set(config.optimizer.generator_lr_multipliers) <= set(shapes.params["generator"])
 
 
 def run_cli(*args):
