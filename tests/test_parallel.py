@@ -59,7 +59,7 @@ json.dump(report, open(f"{out}/report.json", "w"))
 """
 
 
-@pytest.fixture(scope="session")  # never torn down when xdist interleaves other modules
+@pytest.fixture(scope="session")  # once per worker, whatever order the worker runs modules in
 def eight_device_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("meshes")
     env = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",

@@ -53,7 +53,7 @@ def run_cli(*args):
     return subprocess.run(command + list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
 
 
-@pytest.fixture(scope="session")  # never torn down when xdist interleaves other modules
+@pytest.fixture(scope="session")  # once per worker, whatever order the worker runs modules in
 def stage1_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("stage1")
     result = run_cli(*STAGE1, "--workdir", str(workdir), "--config.total_steps=1")
