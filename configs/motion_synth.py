@@ -1,15 +1,20 @@
-"""Stage-1 training of the embedded default: the `tiny` model (64x64) on SynthHeads, in two phases on a CPU.
+"""Stage-1 training of the embedded default: the `tiny` model (64x64) on SynthHeads, in three phases on a CPU.
 
 Unlike the paper, the pose encoder also learns from SynthHeads' true poses (loss.pose_supervision), at 5x the
 generator's lr (optimizer.generator_lr_multipliers).
   phase 1: from scratch, 2,500 steps; image losses and labels both train the pose encoder.
   phase 2: from phase 1's generator (init_from), 2,700 steps. Only the labels train the pose encoder
     (loss.detach_warp_pose), and the decoder, whose StyleGAN2 layers use equalized lr, trains at 10x the lr.
+  phase 3: from phase 2's generator, 2,000 steps at half the lr. Three driving frames in four come from the
+    source's own camera (data.driving_cross_view_probability=0.25); in phases 1 and 2 every one came from
+    another camera, 20 to 60 degrees of yaw away.
 
 Build the data first: dex-portrait data build synth_heads --config cpu128
 Run: dex-portrait train --config configs/motion_synth.py:1 --workdir runs/motion_synth_1
-     dex-portrait train --config configs/motion_synth.py:2 --workdir runs/motion_synth \
+     dex-portrait train --config configs/motion_synth.py:2 --workdir runs/motion_synth_2 \
          --config.init_from=runs/motion_synth_1
+     dex-portrait train --config configs/motion_synth.py:3 --workdir runs/motion_synth \
+         --config.init_from=runs/motion_synth_2
 Everything not set here (mesh, sharding rules, loss weights) is the paper's (configs/motion_paper.py).
 """
 
@@ -28,10 +33,17 @@ def _phase_2(config):
     config.loss.detach_warp_pose = True
 
 
-PHASES = {"1": _phase_1, "2": _phase_2}
+def _phase_3(config):
+    _phase_2(config)
+    config.total_steps = 2_000
+    config.optimizer.update(lr=1e-4, warmup_steps=300)
+    config.data.driving_cross_view_probability = 0.25
 
 
-def get_config(phase="2"):
+PHASES = {"1": _phase_1, "2": _phase_2, "3": _phase_3}
+
+
+def get_config(phase="3"):
     config = load_config("configs/motion_paper.py")
     config.model = load_config("configs/motion_model.py:tiny")
 

@@ -68,6 +68,9 @@ def test_record_index_groups():
         drivers = index.drivers(1, 4, rng)
         assert set(drivers) <= {4, 5, 6}
         assert set(index.drivers(8, 4, rng)) <= {7, 9}
+        assert set(index.drivers(1, 4, rng, cross_view_probability=0.0)) <= {0, 2, 3}
+    mixed = np.concatenate([index.drivers(1, 4, rng, cross_view_probability=0.25) for _ in range(100)])
+    assert set(mixed) == {0, 2, 3, 4, 5, 6} and 0.15 < np.isin(mixed, [4, 5, 6]).mean() < 0.35
     assert index.other_views(1) == [5] and index.other_views(3) == []
     assert index.clip_source(np.array([4, 5, 6]), rng) in {0, 1, 2, 3}
 

@@ -6,8 +6,9 @@ Batches are dicts of numpy arrays, images float32 in [-1, 1], NHWC:
   frames; identity (B,) int32; where the dataset knows them (SynthHeads) driving_pose (B, K, 6) =
   (yaw, pitch, roll, tx, ty, scale), driving_expression (B, K, n_expr), source_pose (B, 6) and
   source_expression (B, n_expr).
-kind='pairs' (Stage 1/2): K = num_driving frames of the source's subject and sequence, from other cameras
-where the sequence has several (cross-view); kind='clips' (Stage 3): K = clip_length consecutive frames of one
+kind='pairs' (Stage 1/2): K = num_driving frames of the source's subject and sequence, each from another
+camera with probability driving_cross_view_probability (cross-view training) where the sequence has several,
+else from the source's camera; kind='clips' (Stage 3): K = clip_length consecutive frames of one
 camera, and a source from the same sequence outside the clip where there is one.
 
 Order: a grain IndexSampler shuffles the examples with `seed` (every epoch anew), the DataLoader shards them
@@ -29,6 +30,7 @@ The `data` config (`default_config()`):
   worker_count            grain worker processes (0: in the calling process)
   worker_buffer_size      batches each worker prepares ahead
   rotation_degrees        expression input rotation, uniform in +-rotation_degrees
+  driving_cross_view_probability  chance a driving frame comes from another camera than the source's (if any)
   cross_view_probability  chance the expression input is another camera's view of the same instant (if any)
   expression_box_scale    expression crop side = the face box's longer side times this
   mask_pose_input         cover the eyes and mouth of the pose input (False only for ablations)
@@ -64,6 +66,7 @@ def default_config():
         "worker_count": 0,
         "worker_buffer_size": 2,
         "rotation_degrees": 30.0,
+        "driving_cross_view_probability": 1.0,
         "cross_view_probability": 0.5,
         "expression_box_scale": 1.0,
         "mask_pose_input": True,
@@ -102,15 +105,22 @@ class RecordIndex:
         span = self.frame[o[length - 1:]] - self.frame[o[:len(o) - length + 1]] == length - 1
         return np.flatnonzero(same & span)
 
-    def drivers(self, source, count, rng):
-        """`count` records of the source's sequence, other cameras where there are several, never the source."""
+    def drivers(self, source, count, rng, cross_view_probability=1.0):
+        """`count` records of the source's sequence, never the source (unless it has no other).
+
+        Each comes from another camera with probability `cross_view_probability`, else from the source's own
+        camera; where the sequence has frames of only one of the two kinds, all come from that kind.
+        """
         members = self.members[self.sequence_id[source]]
         candidates = members[members != source]
-        other_view = candidates[self.camera[candidates] != self.camera[source]]
-        candidates = other_view if len(other_view) else candidates
         if not len(candidates):
-            candidates = np.array([source])
-        return rng.choice(candidates, count, replace=len(candidates) < count)
+            return np.full(count, source)
+        other_view = self.camera[candidates] != self.camera[source]
+        cross, same = candidates[other_view], candidates[~other_view]
+        num_cross = count if not len(same) else 0 if not len(cross) else rng.binomial(count, cross_view_probability)
+        picks = [rng.choice(pool, k, replace=len(pool) < k) for pool, k in ((cross, num_cross),
+                                                                          (same, count - num_cross)) if k]
+        return np.concatenate(picks)
 
     def clip_source(self, window, rng):
         """A record of the window's sequence outside the window (inside it when the sequence has no other)."""
@@ -160,6 +170,7 @@ class MakeExample(grain.transforms.RandomMap):
         self._dataset_dir = str(dataset_dir)
         self._config = {k: config[k] for k in ("split", "image_size", "expression_size", "num_driving",
                                                "clip_length", "rotation_degrees", "cross_view_probability",
+                                               "driving_cross_view_probability",
                                                "expression_box_scale", "mask_pose_input", "mask_dilation",
                                                "mask_fill")}
         self._index = index
@@ -204,7 +215,7 @@ class MakeExample(grain.transforms.RandomMap):
         c = self._config
         if self._kind == "pairs":
             source = anchor
-            drivers = self._index.drivers(source, c["num_driving"], rng)
+            drivers = self._index.drivers(source, c["num_driving"], rng, c["driving_cross_view_probability"])
         else:
             drivers = self._index.clip_order[anchor:anchor + c["clip_length"]]
             source = self._index.clip_source(drivers, rng)
