@@ -75,6 +75,11 @@ def default_config():
     })
 
 
+def _pick(pool, count, rng):
+    """`count` entries of `pool`, without repeats where it has enough (an empty pool allows count 0)."""
+    return rng.choice(pool, count, replace=len(pool) < count)
+
+
 class RecordIndex:
     """Groups of a split's records from the builder's index (subject, sequence, camera, frame per record)."""
 
@@ -117,10 +122,11 @@ class RecordIndex:
             return np.full(count, source)
         other_view = self.camera[candidates] != self.camera[source]
         cross, same = candidates[other_view], candidates[~other_view]
-        num_cross = count if not len(same) else 0 if not len(cross) else rng.binomial(count, cross_view_probability)
-        picks = [rng.choice(pool, k, replace=len(pool) < k) for pool, k in ((cross, num_cross),
-                                                                          (same, count - num_cross)) if k]
-        return np.concatenate(picks)
+        if len(cross) and len(same):
+            num_cross = rng.binomial(count, cross_view_probability)
+        else:
+            num_cross = count if len(cross) else 0
+        return np.concatenate([_pick(cross, num_cross, rng), _pick(same, count - num_cross, rng)])
 
     def clip_source(self, window, rng):
         """A record of the window's sequence outside the window (inside it when the sequence has no other)."""
