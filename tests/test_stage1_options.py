@@ -76,3 +76,22 @@ def test_detached_warp_pose_needs_pose_labels():
     config.loss.detach_warp_pose = True
     with pytest.raises(ValueError, match="detach_warp_pose leaves the pose encoder nothing to learn from"):
         stage1.make_stage(config, lpips=stage1.random_lpips_params())
+
+
+def test_zero_lpips_weights_drop_the_vgg_pass():
+    config = load_config("configs/motion_test.py")
+    config.data.batch_size = 2
+    with_vgg = stage1.make_stage(config.copy_and_resolve_references(), lpips=stage1.random_lpips_params())
+    config.loss.update(lpips=0.0, component_lpips=0.0)
+    without = stage1.make_stage(config, lpips=stage1.random_lpips_params())
+    assert set(with_vgg.metric_names) - set(without.metric_names) == set(stage1.LPIPS_NAMES)
+    assert without.frozen == {}
+    state = jax.jit(without.init)(jax.random.PRNGKey(0))
+    batch = jax.tree.map(jnp.asarray, next(make_iterator(config.data)))
+    _, metrics, _ = jax.jit(without.step)(state, batch, without.frozen)
+    assert not set(stage1.LPIPS_NAMES) & set(metrics)
+    expected = config.loss.l1 * metrics["l1"] + config.loss.adversarial * metrics["adversarial"]
+    np.testing.assert_allclose(metrics["generator_loss"], expected, rtol=1e-5)
+    flops = [jax.jit(s.step).lower(state, batch, s.frozen).cost_analysis() for s in (with_vgg, without)]
+    flops = [(f[0] if isinstance(f, list) else f)["flops"] for f in flops]
+    assert flops[1] < 0.7 * flops[0]

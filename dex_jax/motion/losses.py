@@ -55,17 +55,15 @@ def motion_generator_loss(lpips_params, pred, target, face_mask, fake_logits, *,
                           lpips_weight=1.0, component_lpips_weight=100.0, adversarial_weight=1.0, dtype=None):
     """Supplement Eq. 5: l1_weight L1 + lpips_weight LPIPS + component_lpips_weight LPIPS_face + adv weight L_adv.
 
-    One VGG pass serves both LPIPS terms. Returns (total, {"l1", "lpips", "component_lpips", "adversarial"}),
-    the terms unweighted.
+    One VGG pass serves both LPIPS terms; with both LPIPS weights 0 there is no VGG pass and no LPIPS terms.
+    Returns (total, {"l1", "lpips", "component_lpips", "adversarial"}), the terms unweighted.
     """
     check_lpips_inputs(pred, target, face_mask)
-    maps = LPIPS(dtype=dtype).apply({"params": lpips_params}, pred, target, method=LPIPS.tap_maps)
-    terms = {
-        "l1": l1_loss(pred, target),
-        "lpips": jnp.mean(spatial_reduce(maps)),
-        "component_lpips": jnp.mean(spatial_reduce(maps, face_mask)),
-        "adversarial": generator_adversarial_loss(fake_logits),
-    }
-    total = (l1_weight * terms["l1"] + lpips_weight * terms["lpips"]
-             + component_lpips_weight * terms["component_lpips"] + adversarial_weight * terms["adversarial"])
+    terms = {"l1": l1_loss(pred, target), "adversarial": generator_adversarial_loss(fake_logits)}
+    total = l1_weight * terms["l1"] + adversarial_weight * terms["adversarial"]
+    if lpips_weight or component_lpips_weight:
+        maps = LPIPS(dtype=dtype).apply({"params": lpips_params}, pred, target, method=LPIPS.tap_maps)
+        terms["lpips"] = jnp.mean(spatial_reduce(maps))
+        terms["component_lpips"] = jnp.mean(spatial_reduce(maps, face_mask))
+        total = total + lpips_weight * terms["lpips"] + component_lpips_weight * terms["component_lpips"]
     return total, terms

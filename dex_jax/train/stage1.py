@@ -4,6 +4,7 @@ One step, on B examples of one source and K driving frames flattened to B*K pair
   generator: 10 L1 + 1 LPIPS + 100 face-masked LPIPS + non-saturating adversarial loss, Adam, clipped;
     with loss.pose_supervision > 0, plus that weight times the L1 error of the source and driving poses
     against the batch's ground truth (SynthHeads has it; the paper trains the pose encoder unsupervised);
+    with both LPIPS weights 0, no VGG pass at all (no LPIPS weights loaded, no LPIPS metrics);
     with loss.detach_warp_pose as well, the warp takes the poses under stop_gradient: labels alone train the
     pose encoder, and the image losses cannot pull it towards whatever pose the decoder finds easiest;
   discriminator: softplus loss on real driving frames vs the (detached) prediction, plus lazy R1 every
@@ -29,6 +30,7 @@ from dex_jax.train.state import apply_gradients, create_state, ema_update, step_
 log = logging.getLogger(__name__)
 
 LOSS_NAMES = ("l1", "lpips", "component_lpips", "adversarial")
+LPIPS_NAMES = ("lpips", "component_lpips")
 METRIC_NAMES = ("generator_loss",) + LOSS_NAMES + (
     "discriminator_loss", "r1_term", "real_logit", "fake_logit", "generator_grad_norm",
     "discriminator_grad_norm", "learning_rate")
@@ -122,7 +124,10 @@ def flatten_pose_targets(batch):
 
 
 def make_stage(config, lpips=None):
-    """The Stage-1 `Stage` for a train config (configs/motion_*.py); lpips: LPIPS params (default from config)."""
+    """The Stage-1 `Stage` for a train config (configs/motion_*.py); lpips: LPIPS params (default from config).
+
+    With loss.lpips and loss.component_lpips both 0, `lpips` is ignored and the stage's frozen arrays are empty.
+    """
     model = config.model
     generator = build_motion_trainer(model)
     discriminator = build_discriminator(model)
@@ -137,7 +142,9 @@ def make_stage(config, lpips=None):
     if detach_pose and not supervise_pose:
         raise ValueError("loss.detach_warp_pose leaves the pose encoder nothing to learn from unless "
                          "loss.pose_supervision > 0")
-    metric_names = METRIC_NAMES + (("pose_supervision",) if supervise_pose else ())
+    perceptual = bool(weights.lpips or weights.component_lpips)
+    metric_names = tuple(name for name in METRIC_NAMES if perceptual or name not in LPIPS_NAMES)
+    metric_names += ("pose_supervision",) if supervise_pose else ()
     num_images = config.log.num_images
 
     def init(rng):
@@ -203,6 +210,8 @@ def make_stage(config, lpips=None):
         preview = (source[:num_images], pose_input[:num_images], pred[:num_images], target[:num_images])
         return new, metrics, preview
 
+    if not perceptual:
+        lpips = {}
     frozen = jax.tree.map(jnp.asarray, lpips if lpips is not None else lpips_params(config))
     return Stage(init=init, step=step, frozen=frozen, metric_names=metric_names, preview_names=PREVIEW_NAMES)
 
