@@ -88,6 +88,26 @@ def test_every_generator_param_gets_a_gradient(test_model):
     assert float(sum(jnp.abs(g).sum() for g in jax.tree_util.tree_leaves(grads))) > 0
 
 
+def test_one_source_driving_k_rows_equals_the_repeated_source(test_model):
+    _, trainer, variables, (source, pose_input, crop) = test_model
+    k = 3
+    drivers = jnp.concatenate([pose_input, pose_input[::-1], -pose_input])
+    crops = jnp.concatenate([crop, -crop, crop[::-1]])
+    order = jnp.arange(3 * len(source)).reshape(k, -1).T.reshape(-1)  # source-major rows
+    drivers, crops = drivers[order], crops[order]
+
+    def run(params, src):
+        image, source_pose, _ = trainer.apply({"params": params}, src, drivers, crops, method=MotionTrainer.reenact)
+        return jnp.mean(image ** 2) + jnp.mean(source_pose["yaw"] ** 2), (image, source_pose)
+
+    once = jax.jit(jax.value_and_grad(run, has_aux=True))(variables["params"], source)
+    repeated = jax.jit(jax.value_and_grad(run, has_aux=True))(variables["params"], jnp.repeat(source, k, axis=0))
+    for got, want in zip(jax.tree.leaves(once), jax.tree.leaves(repeated)):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+    with pytest.raises(ValueError, match="2 sources cannot drive 5 pose inputs"):
+        trainer.apply(variables, source, drivers[:5], crops[:5], method=MotionTrainer.reenact)
+
+
 def test_bad_inputs_and_configs_name_the_problem(test_model):
     config, trainer, variables, (source, pose_input, crop) = test_model
     with pytest.raises(ValueError, match="RGB"):

@@ -1,5 +1,7 @@
 """The Stage-1 motion trainer: (source, pose input, expression input) -> reenacted image (Fig. 2a)."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -57,10 +59,18 @@ class MotionTrainer(nn.Module):
     def reenact(self, source, pose_input, expression_input, detach_pose=False):
         """-> (reenacted image, source pose, driving pose): the image and the two pose dicts it was rendered with.
 
+        source (B, S, S, 3) drives B*K rows of pose and expression inputs, K consecutive rows per source: each
+        source is encoded once and its volume, latent and pose are repeated K times (the same result as
+        repeating the source K times first, at 1/K of the source encoders' cost). Every output has B*K rows.
         detach_pose: warp with the poses under stop_gradient, so the image's losses do not train the pose encoder.
         """
-        volume, appearance_latent = self.encode_appearance(source)
-        source_pose, driving_pose = self.encode_pose(source), self.encode_pose(pose_input)
+        k, rest = divmod(pose_input.shape[0], source.shape[0])
+        if rest or expression_input.shape[0] != pose_input.shape[0]:
+            raise ValueError(f"reenact: {source.shape[0]} sources cannot drive {pose_input.shape[0]} pose inputs "
+                             f"and {expression_input.shape[0]} expression inputs: both must be K times the sources")
+        repeat = functools.partial(jax.tree.map, lambda x: jnp.repeat(x, k, axis=0))
+        volume, appearance_latent = repeat(self.encode_appearance(source))
+        source_pose, driving_pose = repeat(self.encode_pose(source)), self.encode_pose(pose_input)
         warp_poses = jax.lax.stop_gradient((source_pose, driving_pose)) if detach_pose else (source_pose, driving_pose)
         image = self.render(volume, appearance_latent, *warp_poses, self.encode_expression(expression_input))
         return image, source_pose, driving_pose

@@ -107,9 +107,11 @@ def _flat(x):
 
 
 def flatten_pairs(batch):
-    """Batch of B examples with K driving frames -> (source, pose input, expression input, target, mask), B*K each."""
-    k = batch["driving"].shape[1]
-    return (jnp.repeat(batch["source"], k, axis=0), _flat(batch["pose_input"]), _flat(batch["expression_input"]),
+    """Batch of B examples with K driving frames -> (source (B), pose input, expression input, target, mask (B*K)).
+
+    Row i of the B*K rows is driving frame i % K of source i // K, as `MotionTrainer.reenact` expects.
+    """
+    return (batch["source"], _flat(batch["pose_input"]), _flat(batch["expression_input"]),
             _flat(batch["driving"]), _flat(batch["face_mask"]))
 
 
@@ -207,7 +209,9 @@ def make_stage(config, lpips=None):
                    "generator_grad_norm": optax.tree.norm(g_grads),
                    "discriminator_grad_norm": optax.tree.norm(d_grads),
                    "learning_rate": jnp.asarray(g_schedule(state.step), jnp.float32)}
-        preview = (source[:num_images], pose_input[:num_images], pred[:num_images], target[:num_images])
+        k = pose_input.shape[0] // source.shape[0]
+        preview = (jnp.repeat(source, k, axis=0)[:num_images], pose_input[:num_images], pred[:num_images],
+                   target[:num_images])
         return new, metrics, preview
 
     if not perceptual:
