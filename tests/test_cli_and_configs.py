@@ -81,3 +81,15 @@ def test_bench_stage1_prints_step_time_flops_and_memory():
     assert float(gflop) > 0
     arguments, temporaries = re.fullmatch(r"memory: arguments ([\d.]+) MiB \| temporaries ([\d.]+) MiB", lines[3]).groups()
     assert float(arguments) > 0 and float(temporaries) > 0
+
+
+def test_bench_stage1_flops_only_counts_the_lowered_step():
+    result = subprocess.run([sys.executable, "-m", "dex_jax.cli", "bench", "stage1", "--config", "configs/motion_test.py",
+                             "--batch", "2", "--num-driving", "2", "--flops-only"], capture_output=True, text=True,
+                            timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "configs/motion_test.py: 32px, float32, batch 2 x 2 driving = 4 pairs"
+    gflop = re.fullmatch(r"([\d.]+) GFLOP/step \(XLA cost analysis of the lowered step\)", lines[1]).group(1)
+    assert float(gflop) > 0 and len(lines) == 2
+

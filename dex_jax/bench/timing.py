@@ -30,7 +30,7 @@ def peak_flops(dtype, n):
 
 
 def xla_flops(compiled):
-    """The FLOPs XLA's cost analysis counts for one call of a compiled function."""
+    """The FLOPs XLA's cost analysis counts for one call of a compiled or lowered function."""
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
     return float(analysis.get("flops", 0.0))
