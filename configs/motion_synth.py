@@ -1,4 +1,4 @@
-"""Stage-1 training of the embedded default: the `tiny` model (64x64) on SynthHeads, in three phases on a CPU.
+"""Stage-1 training of the embedded default: the `tiny` model (64x64) on SynthHeads, in four phases on a CPU.
 
 Unlike the paper, the pose encoder also learns from SynthHeads' true poses (loss.pose_supervision), at 5x the
 generator's lr (optimizer.generator_lr_multipliers).
@@ -8,13 +8,18 @@ generator's lr (optimizer.generator_lr_multipliers).
   phase 3: from phase 2's generator, 2,000 steps at half the lr. Three driving frames in four come from the
     source's own camera (data.driving_cross_view_probability=0.25); in phases 1 and 2 every one came from
     another camera, 20 to 60 degrees of yaw away.
+  phase 4: from phase 3's generator, 4,000 steps of phase 3's recipe without the LPIPS terms. Without a
+    pretrained VGG16 on the machine, LPIPS runs on a random one: its terms stayed near 0.002 and barely moved,
+    while the VGG pass cost more than half of each step's FLOPs.
 
 Build the data first: dex-portrait data build synth_heads --config cpu128
 Run: dex-portrait train --config configs/motion_synth.py:1 --workdir runs/motion_synth_1
      dex-portrait train --config configs/motion_synth.py:2 --workdir runs/motion_synth_2 \
          --config.init_from=runs/motion_synth_1
-     dex-portrait train --config configs/motion_synth.py:3 --workdir runs/motion_synth \
+     dex-portrait train --config configs/motion_synth.py:3 --workdir runs/motion_synth_3 \
          --config.init_from=runs/motion_synth_2
+     dex-portrait train --config configs/motion_synth.py:4 --workdir runs/motion_synth \
+         --config.init_from=runs/motion_synth_3
 Everything not set here (mesh, sharding rules, loss weights) is the paper's (configs/motion_paper.py).
 """
 
@@ -40,7 +45,14 @@ def _phase_3(config):
     config.data.driving_cross_view_probability = 0.25
 
 
-PHASES = {"1": _phase_1, "2": _phase_2, "3": _phase_3}
+def _phase_4(config):
+    _phase_3(config)
+    config.total_steps = 4_000
+    config.optimizer.warmup_steps = 100
+    config.loss.update(lpips=0.0, component_lpips=0.0)
+
+
+PHASES = {"1": _phase_1, "2": _phase_2, "3": _phase_3, "4": _phase_4}
 
 
 def get_config(phase="3"):
