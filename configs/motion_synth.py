@@ -55,7 +55,7 @@ def _phase_4(config):
 PHASES = {"1": _phase_1, "2": _phase_2, "3": _phase_3, "4": _phase_4}
 
 
-def get_config(phase="3"):
+def get_config(phase="4"):
     config = load_config("configs/motion_paper.py")
     config.model = load_config("configs/motion_model.py:tiny")
 
