@@ -209,14 +209,11 @@ def make_stage(config, lpips=None):
                    "generator_grad_norm": optax.tree.norm(g_grads),
                    "discriminator_grad_norm": optax.tree.norm(d_grads),
                    "learning_rate": jnp.asarray(g_schedule(state.step), jnp.float32)}
-        k = pose_input.shape[0] // source.shape[0]
-        preview = (jnp.repeat(source, k, axis=0)[:num_images], pose_input[:num_images], pred[:num_images],
-                   target[:num_images])
+        sources = jnp.repeat(source, batch["driving"].shape[1], axis=0)
+        preview = (sources[:num_images], pose_input[:num_images], pred[:num_images], target[:num_images])
         return new, metrics, preview
 
-    if not perceptual:
-        lpips = {}
-    frozen = jax.tree.map(jnp.asarray, lpips if lpips is not None else lpips_params(config))
+    frozen = jax.tree.map(jnp.asarray, lpips if lpips is not None else lpips_params(config)) if perceptual else {}
     return Stage(init=init, step=step, frozen=frozen, metric_names=metric_names, preview_names=PREVIEW_NAMES)
 
 
