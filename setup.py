@@ -44,6 +44,7 @@ TEST = [
     "opencv-python==5.0.0.93",  # face-alignment's requirement; same build as the headless runtime one
     "diffusers==0.42.1",
     "scikit-image==0.26.0",
+    "ai-edge-litert==2.3.0",  # Google's TFLite interpreter, the original for the TFLite graph replay
 ]
 
 if __name__ != "pins":

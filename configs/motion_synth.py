@@ -11,6 +11,9 @@ generator's lr (optimizer.generator_lr_multipliers).
   phase 4: from phase 3's generator, 4,000 steps of phase 3's recipe without the LPIPS terms. Without a
     pretrained VGG16 on the machine, LPIPS runs on a random one: its terms stayed near 0.002 and barely moved,
     while the VGG pass cost more than half of each step's FLOPs.
+  phase 5: from phase 4's generator, 2,800 steps of phase 4's recipe plus a perceptual term on the features of
+    MediaPipe's face-landmark network (loss.face_perceptual; motion/face_perceptual.py), which, unlike L1,
+    costs a blur more than a small misalignment.
 
 Build the data first: dex-portrait data build synth_heads --config cpu128
 Run: dex-portrait train --config configs/motion_synth.py:1 --workdir runs/motion_synth_1
@@ -18,8 +21,10 @@ Run: dex-portrait train --config configs/motion_synth.py:1 --workdir runs/motion
          --config.init_from=runs/motion_synth_1
      dex-portrait train --config configs/motion_synth.py:3 --workdir runs/motion_synth_3 \
          --config.init_from=runs/motion_synth_2
-     dex-portrait train --config configs/motion_synth.py:4 --workdir runs/motion_synth \
+     dex-portrait train --config configs/motion_synth.py:4 --workdir runs/motion_synth_4 \
          --config.init_from=runs/motion_synth_3
+     dex-portrait train --config configs/motion_synth.py:5 --workdir runs/motion_synth \
+         --config.init_from=runs/motion_synth_4
 Everything not set here (mesh, sharding rules, loss weights) is the paper's (configs/motion_paper.py).
 """
 
@@ -52,7 +57,13 @@ def _phase_4(config):
     config.loss.update(lpips=0.0, component_lpips=0.0)
 
 
-PHASES = {"1": _phase_1, "2": _phase_2, "3": _phase_3, "4": _phase_4}
+def _phase_5(config):
+    _phase_4(config)
+    config.total_steps = 2_800
+    config.loss.face_perceptual = 1.0
+
+
+PHASES = {"1": _phase_1, "2": _phase_2, "3": _phase_3, "4": _phase_4, "5": _phase_5}
 
 
 def get_config(phase="4"):

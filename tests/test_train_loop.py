@@ -126,6 +126,15 @@ def test_missing_dataset_is_a_one_line_error_and_leaves_no_run(tmp_path, capsys)
     assert not (tmp_path / "config.json").exists()
 
 
+def test_missing_face_landmarker_is_a_one_line_error_and_leaves_no_run(tmp_path, capsys):
+    workdir, task = tmp_path / "run", tmp_path / "missing.task"
+    code, out = cli(capsys, *STAGE1, "--workdir", str(workdir), "--config.loss.face_perceptual=1",
+                    f"--config.face_net.task={task}")
+    assert code == 2
+    assert error_lines(out.err) == [f"dex-portrait train: error: face landmarker task {task} does not exist"]
+    assert not workdir.exists()
+
+
 def run_toy(workdir, steps, nan_steps=()):
     config = toy_config(total_steps=steps)
     state, _ = train(config, workdir, make_toy_stage(config, nan_steps), make_iterator(config.data))

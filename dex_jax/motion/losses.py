@@ -1,11 +1,13 @@
 """Stage-1 motion-trainer losses (supplement B.1): L1, LPIPS, face-masked Component LPIPS, softplus GAN, R1.
 
-Also an optional supervised pose term for datasets that know the true pose (SynthHeads); the paper has none.
+Also two terms the paper has none of: a supervised pose term for datasets that know the true pose
+(SynthHeads), and a perceptual term on MediaPipe's face-landmark features for machines without a VGG16.
 """
 
 import jax
 import jax.numpy as jnp
 
+from dex_jax.motion.face_perceptual import face_feature_distance
 from dex_jax.motion.lpips import LPIPS, check_lpips_inputs, lpips_distance, spatial_reduce
 from dex_jax.motion.pose_encoder import POSE_KEYS
 
@@ -52,11 +54,14 @@ def r1_penalty(d_apply, real_images):
 
 
 def motion_generator_loss(lpips_params, pred, target, face_mask, fake_logits, *, l1_weight=10.0,
-                          lpips_weight=1.0, component_lpips_weight=100.0, adversarial_weight=1.0, dtype=None):
+                          lpips_weight=1.0, component_lpips_weight=100.0, adversarial_weight=1.0, face_net=None,
+                          face_perceptual_weight=0.0, dtype=None):
     """Supplement Eq. 5: l1_weight L1 + lpips_weight LPIPS + component_lpips_weight LPIPS_face + adv weight L_adv.
 
     One VGG pass serves both LPIPS terms; with both LPIPS weights 0 there is no VGG pass and no LPIPS terms.
-    Returns (total, {"l1", "lpips", "component_lpips", "adversarial"}), the terms unweighted.
+    With face_perceptual_weight > 0, plus that weight times the batch mean of `face_feature_distance` under
+    face_net = (graph, constants) of `face_perceptual.load_face_net`, as the term "face_perceptual".
+    Returns (total, {"l1", "lpips", "component_lpips", "adversarial"[, "face_perceptual"]}), the terms unweighted.
     """
     check_lpips_inputs(pred, target, face_mask)
     terms = {"l1": l1_loss(pred, target), "adversarial": generator_adversarial_loss(fake_logits)}
@@ -66,4 +71,7 @@ def motion_generator_loss(lpips_params, pred, target, face_mask, fake_logits, *,
         terms["lpips"] = jnp.mean(spatial_reduce(maps))
         terms["component_lpips"] = jnp.mean(spatial_reduce(maps, face_mask))
         total = total + lpips_weight * terms["lpips"] + component_lpips_weight * terms["component_lpips"]
+    if face_perceptual_weight:
+        terms["face_perceptual"] = jnp.mean(face_feature_distance(*face_net, pred, target))
+        total = total + face_perceptual_weight * terms["face_perceptual"]
     return total, terms

