@@ -82,8 +82,8 @@ def test_detached_warp_pose_needs_pose_labels():
 def test_zero_lpips_weights_drop_the_vgg_pass():
     config = load_config("configs/motion_test.py")
     config.data.batch_size = 2
-    with_vgg = stage1.make_stage(config.copy_and_resolve_references(), lpips=stage1.random_lpips_params())
-    config.loss.update(lpips=0.0, component_lpips=0.0)
+    with_vgg = stage1.make_stage(config, lpips=stage1.random_lpips_params())
+    config.loss.update(lpips=0.0, component_lpips=0.0)  # the stage built before keeps its own copy of the config
     without = stage1.make_stage(config, lpips=stage1.random_lpips_params())
     assert set(with_vgg.metric_names) - set(without.metric_names) == set(stage1.LPIPS_NAMES)
     assert without.frozen == {}

@@ -132,8 +132,10 @@ def make_stage(config, lpips=None):
     """The Stage-1 `Stage` for a train config (configs/motion_*.py); lpips: LPIPS params (default from config).
 
     The stage's frozen arrays are {"lpips": LPIPS params, "face_net": landmark-network constants}, each present
-    only while its loss weights are not all 0; with both LPIPS weights 0, `lpips` is ignored.
+    only while its loss weights are not all 0; with both LPIPS weights 0, `lpips` is ignored. The stage keeps
+    a copy of `config`: changing the config afterwards does not change the stage.
     """
+    config = config.copy_and_resolve_references()
     model = config.model
     generator = build_motion_trainer(model)
     discriminator = build_discriminator(model)
