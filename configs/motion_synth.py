@@ -66,7 +66,7 @@ def _phase_5(config):
 PHASES = {"1": _phase_1, "2": _phase_2, "3": _phase_3, "4": _phase_4, "5": _phase_5}
 
 
-def get_config(phase="4"):
+def get_config(phase="5"):
     config = load_config("configs/motion_paper.py")
     config.model = load_config("configs/motion_model.py:tiny")
 
