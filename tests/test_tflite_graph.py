@@ -2,6 +2,7 @@
 
 import zipfile
 
+import cv2
 import jax
 import numpy as np
 import pytest
@@ -27,8 +28,6 @@ def face_net():
 
 
 def _face_and_noise():
-    import cv2
-
     face = cv2.cvtColor(cv2.imread(str(REPO / "data/demo/source.png")), cv2.COLOR_BGR2RGB)
     face = cv2.resize(face, (256, 256), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
     noise = np.random.default_rng(0).uniform(0, 1, (256, 256, 3)).astype(np.float32)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from dex_jax.convert.tflite_graph import load_tflite, run_tflite
 from dex_jax.evaluate.face_landmarker import default_model_path
+from dex_jax.motion.lpips import spatial_reduce, unit_normalize
 
 FACE_NET_SIZE = 256
 FACE_NET_MEMBER = "face_landmarks_detector.tflite"
@@ -44,7 +45,7 @@ def face_features(graph, constants, images):
     n, _, _, c = images.shape
     resized = jax.image.resize(images.astype(jnp.float32), (n, FACE_NET_SIZE, FACE_NET_SIZE, c), "bilinear")
     _, taps = run_tflite(graph, constants, [(resized + 1.0) / 2.0], stage_taps(graph))
-    return [f * jax.lax.rsqrt(jnp.sum(jnp.square(f), axis=-1, keepdims=True) + 1e-10) for f in taps]
+    return [unit_normalize(f) for f in taps]
 
 
 def face_feature_distance(graph, constants, pred, target):
@@ -53,4 +54,4 @@ def face_feature_distance(graph, constants, pred, target):
         raise ValueError(f"face-feature distance inputs differ in shape: {pred.shape} vs {target.shape}")
     features = face_features(graph, constants, jnp.concatenate([pred, target]))
     n = pred.shape[0]
-    return sum(jnp.mean(jnp.sum(jnp.square(f[:n] - f[n:]), axis=-1), axis=(1, 2)) for f in features)
+    return spatial_reduce([jnp.sum(jnp.square(f[:n] - f[n:]), axis=-1, keepdims=True) for f in features])
