@@ -16,7 +16,7 @@ from dex_jax.evaluate.face_landmarker import FaceLandmarker
 from dex_jax.evaluate.identity import DlibEmbedder
 from dex_jax.evaluate.model_runner import MotionAnimator, nearest_faces
 from dex_jax.evaluate.protocols import (cross_reenactment, disentangled_reenactment, ground_truth_disentangled,
-                                        protocol_tasks, run_protocol, self_reenactment)
+                                        protocol_tasks, reconstruction, run_protocol, self_reenactment)
 from dex_jax.evaluate.report import markdown, summarize
 from dex_jax.evaluate.scoring import Scorer
 from dex_jax.motion.motion_trainer import build_motion_trainer
@@ -65,6 +65,11 @@ def test_tasks_follow_each_protocol():
     for task, clip in zip(self_reenactment(bench), bench.clips):
         assert np.array_equal(task.source, clip.frames[0]) and np.array_equal(task.target, clip.frames[1:])
         assert task.pose is task.expression is task.target
+    rebuilt = reconstruction(bench)
+    assert [t.name for t in rebuilt][:4] == ["c0_t000", "c0_t001", "c0_t002", "c1_t000"] and len(rebuilt) == 12
+    assert np.array_equal(rebuilt[4].source, bench.clips[1].frames[1])
+    assert rebuilt[4].pose is rebuilt[4].expression is rebuilt[4].target
+    assert np.array_equal(rebuilt[4].target, bench.clips[1].frames[1:2])
     cross = cross_reenactment(bench)
     assert [t.name for t in cross] == ["c0__c1", "c1__c2", "c2__c0"]
     assert cross[2].target is None and np.array_equal(cross[2].pose, bench.clips[0].frames)
@@ -108,7 +113,7 @@ def assert_accounted(results, with_target):
                 assert math.isfinite(float(figures["mean"])), (video.name, name)
 
 
-@pytest.mark.parametrize("protocol,renderer", [("self", True), ("cross", True), ("disentangled", True),
+@pytest.mark.parametrize("protocol,renderer", [("self", True), ("reconstruction", False), ("cross", True), ("disentangled", True),
                                                ("disentangled", False)])
 def test_untrained_model_runs_every_protocol_with_finite_metrics(benchmark, scorer, untrained, protocol, renderer):
     bench = benchmark if renderer else dataclasses.replace(benchmark, render=None)
@@ -116,7 +121,8 @@ def test_untrained_model_runs_every_protocol_with_finite_metrics(benchmark, scor
     results = run_protocol(tasks, untrained, scorer, progress=False)
     assert [r.name for r in results] == [t.name for t in tasks]
     assert [r.frames for r in results] == [len(t.pose) for t in tasks]
-    assert_accounted(results, with_target=protocol == "self" or (protocol == "disentangled" and renderer))
+    assert_accounted(results, with_target=protocol in ("self", "reconstruction") or
+                     (protocol == "disentangled" and renderer))
 
 
 def test_oracle_scores_perfectly_on_ground_truth_disentangled(benchmark, scorer):

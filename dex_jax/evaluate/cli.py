@@ -1,15 +1,16 @@
 """`dex-portrait evaluate`: score a Stage-1 checkpoint, or videos another method generated, on a benchmark.
 
-  dex-portrait evaluate --checkpoint CKPT --benchmark synth_heads|folder:PATH --protocol self|cross|disentangled
-                        --out DIR
+  dex-portrait evaluate --checkpoint CKPT --benchmark synth_heads|folder:PATH
+                        --protocol self|reconstruction|cross|disentangled --out DIR
   dex-portrait evaluate --predictions PRED --benchmark ... --protocol ... --out DIR
 
 Protocols and benchmarks: `dex_jax.evaluate.protocols`, `benchmarks`. With --predictions, PRED holds one video
 per task named after it (TASK.mp4 or any video suffix, or a frame folder TASK/), with exactly the task's
 frames: for self-reenactment TASK is the clip's name and the video holds the generated frames 1..T-1 (frame 0
-is the source); cross-reenactment tasks are SOURCE__DRIVER, disentangled ones SOURCE__POSE__EXPRESSION (clip
-names). A missing video, or one whose length or frame size differs from the ground truth, stops the run with
-an error naming it. Writes DIR/report.md (a Table 1-shaped row) and DIR/report.json.
+is the source); reconstruction tasks are CLIP_tNNN (frame NNN alone); cross-reenactment tasks are
+SOURCE__DRIVER, disentangled ones SOURCE__POSE__EXPRESSION (clip names). A missing video, or one whose length
+or frame size differs from the ground truth, stops the run with an error naming it. Writes DIR/report.md (a
+Table 1-shaped row) and DIR/report.json.
 """
 
 import argparse
@@ -44,7 +45,8 @@ def parse_args(argv):
     source.add_argument("--predictions", help="folder of generated videos, one per task, named after the task")
     parser.add_argument("--benchmark", default="synth_heads", help="synth_heads or folder:PATH")
     parser.add_argument("--protocol", default="self", choices=PROTOCOL_NAMES,
-                        help="self (default), cross or disentangled (against the renderer's truth on synth_heads)")
+                        help="self (default), reconstruction (each frame drives itself), cross or disentangled "
+                             "(against the renderer's truth on synth_heads)")
     parser.add_argument("--out", required=True, help="folder for report.md and report.json")
     parser.add_argument("--num-clips", type=int, help="clips to use (synth_heads default 8; folder: all)")
     parser.add_argument("--num-frames", type=int, help="frames per clip (synth_heads default 16; folder: all)")

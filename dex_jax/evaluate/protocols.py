@@ -6,6 +6,8 @@ and one for the expression (the same clip in self- and cross-reenactment), and r
 and SOURCE__POSE__EXPRESSION after the clips they use):
 
   self          clip k: frame 0 is the source, frames 1.. drive both pose and expression and are the target.
+  reconstruction  every frame t of clip k (task CLIP_tNNN) is its own source, drivers and target: nothing
+                moves, so it measures the ceiling that the appearance path (encoder, volume, decoder) sets.
   cross         source = frame 0 of clip k, driven by the whole clip k+1 (cyclically): no target; CSIM against
                 the source, AED and APD against the driving frames.
   disentangled  source = frame 0 of clip k, pose from clip k+1, expression from clip k+2 (cyclically, trimmed to
@@ -26,7 +28,7 @@ import tqdm
 
 from dex_jax.evaluate.scoring import merge_scores
 
-PROTOCOL_NAMES = ("self", "cross", "disentangled")
+PROTOCOL_NAMES = ("self", "reconstruction", "cross", "disentangled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +67,16 @@ def self_reenactment(benchmark):
     for clip in benchmark.clips:
         driving = clip.frames[1:]
         tasks.append(Task(clip.name, clip.frames[0], driving, driving, driving))
+    return tasks
+
+
+def reconstruction(benchmark):
+    """Every frame of every clip as its own source, pose and expression driver, and target."""
+    tasks = []
+    for clip in benchmark.clips:
+        for t, frame in enumerate(clip.frames):
+            only = clip.frames[t:t + 1]
+            tasks.append(Task(f"{clip.name}_t{t:03d}", frame, only, only, only))
     return tasks
 
 
@@ -113,6 +125,8 @@ def protocol_tasks(protocol, benchmark):
     """(label, tasks) of a protocol name; `disentangled` on a benchmark with a renderer is the ground-truth one."""
     if protocol == "self":
         return "self-reenactment", self_reenactment(benchmark)
+    if protocol == "reconstruction":
+        return "reconstruction", reconstruction(benchmark)
     if protocol == "cross":
         return "cross-reenactment", cross_reenactment(benchmark)
     if protocol == "disentangled":
