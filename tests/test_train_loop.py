@@ -18,6 +18,7 @@ from dex_jax.config_loading import load_config
 from dex_jax.motion.lpips import lpips_param_shapes
 from dex_jax.train import stage1
 from dex_jax.train.checkpoint import read_checkpoint
+from dex_jax.train.export import export
 from dex_jax.train.input import make_iterator
 from dex_jax.train.loop import train
 from dex_jax.train.metrics import Progress, image_grid
@@ -135,6 +136,14 @@ def test_missing_face_landmarker_is_a_one_line_error_and_leaves_no_run(tmp_path,
     assert not workdir.exists()
 
 
+def test_init_discriminator_without_init_from_is_a_one_line_error_and_leaves_no_run(tmp_path, capsys):
+    code, out = cli(capsys, *STAGE1, "--workdir", str(tmp_path / "run"), "--config.init_discriminator=True")
+    assert code == 2
+    assert error_lines(out.err) == ["dex-portrait train: error: init_discriminator needs init_from: the training "
+                                    "workdir whose discriminator to take"]
+    assert not (tmp_path / "run").exists()
+
+
 def run_toy(workdir, steps, nan_steps=()):
     config = toy_config(total_steps=steps)
     state, _ = train(config, workdir, make_toy_stage(config, nan_steps), make_iterator(config.data))
@@ -208,6 +217,24 @@ def test_warm_start_takes_the_generator_and_nothing_else(stage1_run, tmp_path):
         warm_start(fresh.replace(params=smaller), stage1_run)
     with pytest.raises(ValueError, match="checkpoint not found"):
         warm_start(fresh, tmp_path / "nowhere")
+
+
+def test_warm_start_can_take_the_discriminator_from_a_workdir(stage1_run, tmp_path):
+    trained = read_checkpoint(stage1_run / "checkpoints")
+    fresh = create_state(jax.tree.map(jnp.zeros_like, trained["params"]),
+                         {"generator": optax.sgd(1.0)}, jax.random.PRNGKey(0), ema_names=("generator",))
+    state = warm_start(fresh, stage1_run, discriminator=True)
+    for name in ("generator", "discriminator"):
+        want = trained["ema"]["generator"] if name == "generator" else trained["params"][name]
+        for got, value in zip(jax.tree.leaves(state.params[name]), jax.tree.leaves(want)):
+            np.testing.assert_array_equal(got, value)
+    export(stage1_run, tmp_path / "export")
+    with pytest.raises(ValueError, match=r"init_from .*export: holds no discriminator \(an export keeps"):
+        warm_start(fresh, tmp_path / "export", discriminator=True)
+    narrower = jax.tree.map(lambda x: x, fresh.params)
+    narrower["discriminator"] = {"only": jnp.zeros(3)}
+    with pytest.raises(ValueError, match=r"its discriminator does not fit this config"):
+        warm_start(fresh.replace(params=narrower), stage1_run, discriminator=True)
 
 
 def test_module_runs_on_one_xdist_worker(request):

@@ -17,7 +17,7 @@ import jax
 from dex_jax.config_loading import ConfigError, apply_overrides, load_config
 from dex_jax.train.distributed import initialize_from_environment
 from dex_jax.train.input import make_iterator
-from dex_jax.train.loop import train
+from dex_jax.train import loop
 from dex_jax.train.nonfinite import NonFiniteError
 
 STAGES = ("stage1",)
@@ -82,11 +82,12 @@ def main(argv):
     initialize_from_environment()
     stage_module = importlib.import_module(f"dex_jax.train.{config.stage}")
     stage_module.check_config(config)
+    loop.check_config(config)
     data = make_iterator(config.data)
     stage = stage_module.make_stage(config)  # before the workdir exists: a bad loss setting leaves nothing behind
     check_workdir(config, workdir)
     try:
-        train(config, workdir, stage, data)
+        loop.train(config, workdir, stage, data)
     except NonFiniteError as err:
         print(f"dex-portrait train: {err}", file=sys.stderr)
         return 1

@@ -72,12 +72,19 @@ def _due(step, every, total):
     return bool(every) and (step % every == 0 or step == total)
 
 
+def check_config(config):
+    """ValueError for loop settings that cannot work together, before anything is written."""
+    if config.init_discriminator and not config.init_from:
+        raise ValueError("init_discriminator needs init_from: the training workdir whose discriminator to take")
+
+
 def train(config, workdir, stage, data_iterator):
     """Train `stage` on batches from `data_iterator` up to config.total_steps; checkpoints under workdir.
 
     Resumes from the newest intact checkpoint in workdir/checkpoints. SIGTERM saves a checkpoint and returns.
     Returns (state, last step).
     """
+    check_config(config)
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
 
@@ -115,9 +122,10 @@ def train(config, workdir, stage, data_iterator):
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules), jax.threefry_partitionable(False):
             state, step = init(rng), 0
         log.info("initialised the state in %.1f s", time.perf_counter() - started)
-        if config.get("init_from"):
-            state = warm_start(state, config.init_from)
-            log.info("generator params from %s", config.init_from)
+        if config.init_from:
+            state = warm_start(state, config.init_from, discriminator=config.init_discriminator)
+            log.info("%s params from %s", "generator and discriminator" if config.init_discriminator else "generator",
+                     config.init_from)
 
     # ------------------------------------------- update step: explicit shardings, donation, AOT compile
     def update(state, batch, frozen):

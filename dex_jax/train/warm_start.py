@@ -19,18 +19,30 @@ def _check_shapes(name, source, target, origin):
                          f"{'; ...' if len(problems) > 3 else ''})")
 
 
-def warm_start(state, origin):
+def _placed(name, source, target, origin):
+    _check_shapes(name, source, target, origin)
+    return jax.tree.map(lambda value, like: jax.device_put(np.asarray(value, like.dtype), like.sharding),
+                        source, target)
+
+
+def warm_start(state, origin, discriminator=False):
     """`state` with its generator params and their EMA replaced by those of the run or export at `origin`.
 
     origin: a training workdir or an export (`dex-portrait export`); its EMA generator is taken where it has one.
+    discriminator: also take the discriminator's params, which only a training workdir keeps.
     Placed with the shardings `state` has; ValueError naming the first mismatched keys when the shapes differ.
     """
     folder, _ = checkpoint_paths(origin)
-    params, _ = generator_params(read_checkpoint(folder))
-    _check_shapes("generator", params, state.params["generator"], origin)
-    placed = jax.tree.map(lambda value, like: jax.device_put(np.asarray(value, like.dtype), like.sharding),
-                          params, state.params["generator"])
+    trained = read_checkpoint(folder)
+    params = dict(state.params)
+    params["generator"] = _placed("generator", generator_params(trained)[0], state.params["generator"], origin)
+    if discriminator:
+        if "discriminator" not in trained.get("params", {}):
+            raise ValueError(f"init_from {origin}: holds no discriminator (an export keeps only the generator; "
+                             f"name the training workdir)")
+        params["discriminator"] = _placed("discriminator", trained["params"]["discriminator"],
+                                          state.params["discriminator"], origin)
     ema = dict(state.ema)
     if "generator" in ema:
-        ema["generator"] = jax.tree.map(lambda x: x.copy(), placed)
-    return state.replace(params={**state.params, "generator": placed}, ema=ema)
+        ema["generator"] = jax.tree.map(lambda x: x.copy(), params["generator"])
+    return state.replace(params=params, ema=ema)
