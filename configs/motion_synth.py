@@ -1,4 +1,4 @@
-"""Stage-1 training of the embedded default: the `tiny` model (64x64) on SynthHeads, in seven phases on a CPU.
+"""Stage-1 training of the embedded default: the `tiny` model (64x64) on SynthHeads, in eight phases on a CPU.
 
 Unlike the paper, the pose encoder also learns from SynthHeads' true poses (loss.pose_supervision), at 5x the
 generator's lr (optimizer.generator_lr_multipliers).
@@ -18,6 +18,9 @@ generator's lr (optimizer.generator_lr_multipliers).
     phase 5 it was the term that moved the face detectors, and it was still falling at the end.
   phase 7: from phase 6's generator, 2,400 steps of phase 6's recipe with the face-feature term at 6x; it
     was still falling at the end of phase 6, and the detectors kept improving with its weight.
+  phase 8: from phase 7's generator and discriminator (init_discriminator: init_from must name phase 7's
+    workdir), 2,400 steps of phase 7's recipe with the adversarial term at the paper's weight, 1.0 (10x):
+    L1 and the face-feature term had stopped sharpening the faces.
 
 Build the data first: dex-portrait data build synth_heads --config cpu128
 Run: dex-portrait train --config configs/motion_synth.py:1 --workdir runs/motion_synth_1
@@ -31,8 +34,10 @@ Run: dex-portrait train --config configs/motion_synth.py:1 --workdir runs/motion
          --config.init_from=runs/motion_synth_4
      dex-portrait train --config configs/motion_synth.py:6 --workdir runs/motion_synth_6 \
          --config.init_from=runs/motion_synth_5
-     dex-portrait train --config configs/motion_synth.py:7 --workdir runs/motion_synth \
+     dex-portrait train --config configs/motion_synth.py:7 --workdir runs/motion_synth_7 \
          --config.init_from=runs/motion_synth_6
+     dex-portrait train --config configs/motion_synth.py:8 --workdir runs/motion_synth \
+         --config.init_from=runs/motion_synth_7
 Everything not set here (mesh, sharding rules, loss weights) is the paper's (configs/motion_paper.py).
 """
 
@@ -83,10 +88,17 @@ def _phase_7(config):
     config.loss.face_perceptual = 6.0
 
 
-PHASES = {"1": _phase_1, "2": _phase_2, "3": _phase_3, "4": _phase_4, "5": _phase_5, "6": _phase_6, "7": _phase_7}
+def _phase_8(config):
+    _phase_7(config)
+    config.loss.adversarial = 1.0
+    config.init_discriminator = True
 
 
-def get_config(phase="7"):
+PHASES = {"1": _phase_1, "2": _phase_2, "3": _phase_3, "4": _phase_4, "5": _phase_5, "6": _phase_6, "7": _phase_7,
+          "8": _phase_8}
+
+
+def get_config(phase="8"):
     config = load_config("configs/motion_paper.py")
     config.model = load_config("configs/motion_model.py:tiny")
 
