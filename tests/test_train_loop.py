@@ -144,6 +144,18 @@ def test_init_discriminator_without_init_from_is_a_one_line_error_and_leaves_no_
     assert not (tmp_path / "run").exists()
 
 
+def test_init_from_an_export_for_its_discriminator_is_a_one_line_error_and_leaves_no_run(stage1_run, tmp_path,
+                                                                                          capsys):
+    export(stage1_run, tmp_path / "export")
+    workdir = tmp_path / "run"
+    code, out = cli(capsys, *STAGE1, "--workdir", str(workdir), f"--config.init_from={tmp_path / 'export'}",
+                    "--config.init_discriminator=True")
+    assert code == 2
+    assert error_lines(out.err) == [f"dex-portrait train: error: init_from {tmp_path / 'export'}: holds no "
+                                    f"discriminator (an export keeps only the generator; name the training workdir)"]
+    assert not workdir.exists()
+
+
 def run_toy(workdir, steps, nan_steps=()):
     config = toy_config(total_steps=steps)
     state, _ = train(config, workdir, make_toy_stage(config, nan_steps), make_iterator(config.data))

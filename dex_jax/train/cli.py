@@ -9,16 +9,18 @@ import argparse
 import importlib
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
 import jax
 
 from dex_jax.config_loading import ConfigError, apply_overrides, load_config
+from dex_jax.train import loop
 from dex_jax.train.distributed import initialize_from_environment
 from dex_jax.train.input import make_iterator
-from dex_jax.train import loop
 from dex_jax.train.nonfinite import NonFiniteError
+from dex_jax.train.warm_start import WarmStartError
 
 STAGES = ("stage1",)
 MAY_CHANGE = ("total_steps", "nonfinite_limit", "log.", "checkpoint.", "data.dataset_dir", "data.worker_count",
@@ -85,9 +87,14 @@ def main(argv):
     loop.check_config(config)
     data = make_iterator(config.data)
     stage = stage_module.make_stage(config)  # before the workdir exists: a bad loss setting leaves nothing behind
+    created = not workdir.exists()
     check_workdir(config, workdir)
     try:
         loop.train(config, workdir, stage, data)
+    except WarmStartError:
+        if created and jax.process_index() == 0:  # nothing was trained: leave no run behind
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
     except NonFiniteError as err:
         print(f"dex-portrait train: {err}", file=sys.stderr)
         return 1
