@@ -19,7 +19,7 @@ from toy_stage import REPO, flat_params, make_toy_stage, toy_config
 pytestmark = pytest.mark.xdist_group("parallel")  # one worker runs the 8-device subprocess once
 
 EIGHT_DEVICES = r"""
-import json, sys
+import json, os, sys
 import jax, flax.linen as nn, numpy as np
 sys.path.insert(0, "tests")
 from toy_stage import flat_params, make_toy_stage, toy_config
@@ -55,6 +55,7 @@ report["paper_param_bytes"] = float(sum(b for b, _ in sizes))
 # A batch that does not divide over data x fsdp is a one-line CLI error.
 report["cli_rc"] = cli_main(["train", "--config", "configs/motion_test.py", "--workdir", f"{out}/bad_batch",
                              "--config.data.batch_size=6", "--config.mesh.fsdp=4"])
+report["bad_batch_left_a_workdir"] = os.path.exists(f"{out}/bad_batch")
 json.dump(report, open(f"{out}/report.json", "w"))
 """
 
@@ -139,4 +140,5 @@ def test_batch_that_does_not_divide_the_mesh_is_a_one_line_error(eight_device_ru
     assert report["cli_rc"] == 2
     lines = [line for line in stderr.splitlines() if line.startswith("dex-portrait train: error:")]
     assert len(lines) == 1 and "batch size 6 does not divide over the mesh's data x fsdp = 2 x 4" in lines[0]
+    assert not report["bad_batch_left_a_workdir"]
 

@@ -20,7 +20,6 @@ from dex_jax.train import loop
 from dex_jax.train.distributed import initialize_from_environment
 from dex_jax.train.input import make_iterator
 from dex_jax.train.nonfinite import NonFiniteError
-from dex_jax.train.warm_start import WarmStartError
 
 STAGES = ("stage1",)
 MAY_CHANGE = ("total_steps", "nonfinite_limit", "log.", "checkpoint.", "data.dataset_dir", "data.worker_count",
@@ -91,8 +90,8 @@ def main(argv):
     check_workdir(config, workdir)
     try:
         loop.train(config, workdir, stage, data)
-    except WarmStartError:
-        if created and jax.process_index() == 0:  # nothing was trained: leave no run behind
+    except ValueError:  # a setting train refused (mesh, batch, init_from): leave no run that was never trained
+        if created and jax.process_index() == 0 and not any((workdir / "checkpoints").glob("[0-9]*")):
             shutil.rmtree(workdir, ignore_errors=True)
         raise
     except NonFiniteError as err:

@@ -7,10 +7,6 @@ from flax import traverse_util
 from dex_jax.train.checkpoint import checkpoint_paths, generator_params, read_checkpoint
 
 
-class WarmStartError(ValueError):
-    """init_from names nothing that can start this run: no checkpoint, no discriminator, or other shapes."""
-
-
 def _check_shapes(name, source, target, origin):
     have = traverse_util.flatten_dict(source, sep="/")
     want = traverse_util.flatten_dict(target, sep="/")
@@ -19,7 +15,7 @@ def _check_shapes(name, source, target, origin):
                  for k in want if k in have and np.shape(have[k]) != want[k].shape]
     problems += [f"{k}: not in this model" for k in have if k not in want]
     if problems:
-        raise WarmStartError(f"init_from {origin}: its {name} does not fit this config ({'; '.join(problems[:3])}"
+        raise ValueError(f"init_from {origin}: its {name} does not fit this config ({'; '.join(problems[:3])}"
                          f"{'; ...' if len(problems) > 3 else ''})")
 
 
@@ -34,18 +30,18 @@ def warm_start(state, origin, discriminator=False):
 
     origin: a training workdir or an export (`dex-portrait export`); its EMA generator is taken where it has one.
     discriminator: also take the discriminator's params, which only a training workdir keeps.
-    Placed with the shardings `state` has. WarmStartError when origin holds no readable checkpoint or no
+    Placed with the shardings `state` has. ValueError, naming init_from, when origin holds no readable checkpoint or no
     discriminator where one is asked for, or names the first mismatched keys when the shapes differ.
     """
     try:
         trained = read_checkpoint(checkpoint_paths(origin)[0])
     except ValueError as err:
-        raise WarmStartError(f"init_from {origin}: {err}") from err
+        raise ValueError(f"init_from {origin}: {err}") from err
     params = dict(state.params)
     params["generator"] = _placed("generator", generator_params(trained)[0], state.params["generator"], origin)
     if discriminator:
         if "discriminator" not in trained.get("params", {}):
-            raise WarmStartError(f"init_from {origin}: holds no discriminator (an export keeps only the generator; "
+            raise ValueError(f"init_from {origin}: holds no discriminator (an export keeps only the generator; "
                              f"name the training workdir)")
         params["discriminator"] = _placed("discriminator", trained["params"]["discriminator"],
                                           state.params["discriminator"], origin)
