@@ -13,7 +13,7 @@ from dex_jax.convert.lpips_vgg import vgg16_conv_indices
 from dex_jax.motion.lpips import lpips_param_shapes
 from motion_checkpoint import write_untrained_run
 
-HEADER = "| Method | PSNR ↑ | SSIM ↑ | L1 ↓ | LPIPS ↓ | CSIM ↑ (dlib_resnet_v1) | AED ↓ | APD ↓ |"
+HEADER = "| Method | PSNR ↑ | SSIM ↑ | L1 ↓ | LPIPS ↓ | Expr. transfer ↑ | CSIM ↑ (dlib_resnet_v1) | AED ↓ | APD ↓ |"
 
 
 @pytest.fixture(autouse=True)
@@ -72,6 +72,8 @@ def test_untrained_checkpoint_on_synth_heads_writes_table_and_json(workdir, tmp_
     assert summary["metrics"]["psnr"]["count"] == 6 and np.isfinite(summary["metrics"]["psnr"]["mean"])
     assert 0.0 < summary["metrics"]["ssim"]["mean"] < 1.0
     assert "lpips" not in summary["metrics"] and any("LPIPS not measured" in n for n in summary["notes"])
+    transfer = summary["metrics"]["expression_transfer"]
+    assert transfer["count"] + transfer["unchanged"] == 6 and -1.0 <= transfer["mean"] <= 1.0
     for name in ("csim", "aed", "apd"):
         figures = summary["metrics"][name]
         assert figures["count"] + figures["no_face"] == 6

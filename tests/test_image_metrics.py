@@ -1,4 +1,5 @@
-"""PSNR, L1 and SSIM against scikit-image, and the CLU metric classes: counts, intervals, merging, masks."""
+"""PSNR, L1 and SSIM against scikit-image, expression transfer's bounds and landmarks, and the CLU metric classes:
+counts, intervals, merging, masks."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,8 @@ from clu import metrics
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from dex_jax.evaluate import clu_metrics
-from dex_jax.evaluate.image_metrics import MAX_PSNR_DB, l1, psnr, ssim
+from dex_jax.evaluate.image_metrics import (EXPRESSION_CHANGE_THRESHOLD, MAX_PSNR_DB, MIN_CHANGED_PIXELS,
+                                            expression_transfer, l1, psnr, ssim)
 from dex_jax.motion.lpips import lpips_distance, lpips_param_shapes
 
 
@@ -64,6 +66,55 @@ def test_metrics_map_images_to_unit_range_first():
         np.testing.assert_allclose(signed, byte.compute()["mean"], rtol=1e-4)
 
 
+def _expression_frames(seed, n=4, size=24):
+    """(still, target): random [0, 1] frames whose target repaints a random rectangle of each frame ('the mouth')."""
+    rng = np.random.default_rng(seed)
+    still = rng.uniform(0.0, 1.0, (n, size, size, 3))
+    target = still.copy()
+    for frame in target:
+        y, x = rng.integers(0, size - 8, 2)
+        frame[y:y + 8, x:x + 8] = rng.uniform(0.0, 1.0, 3)
+    return still, target
+
+
+def _transfer(predictions, targets, still):
+    values, changed = expression_transfer(*(jnp.asarray(x, jnp.float32) for x in (predictions, targets, still)), 1.0)
+    return np.asarray(values), np.asarray(changed)
+
+
+def test_expression_transfer_is_one_for_the_target_minus_one_for_the_source_expression_and_bounded():
+    still, target = _expression_frames(9)
+    np.testing.assert_allclose(_transfer(target, target, still)[0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(_transfer(still, target, still)[0], -1.0, atol=1e-6)
+    np.testing.assert_allclose(_transfer((still + target) / 2, target, still)[0], 0.0, atol=1e-5)
+    rng = np.random.default_rng(10)
+    for noise in (0.05, 0.5):
+        noisy = np.clip(target + rng.normal(0.0, noise, target.shape), 0.0, 1.0)
+        values, changed = _transfer(noisy, target, still)
+        assert changed.all() and np.all(np.abs(values) <= 1.0 + 1e-6)
+        if noise == 0.05:
+            assert np.all(values > 0.5)
+    outside = np.where(np.abs(target - still).max(-1, keepdims=True) > EXPRESSION_CHANGE_THRESHOLD, target,
+                       rng.uniform(0.0, 1.0, target.shape))
+    np.testing.assert_allclose(_transfer(outside, target, still)[0], 1.0, atol=1e-6)  # only the changed pixels count
+
+
+def test_expression_transfer_leaves_out_frames_the_expression_does_not_change():
+    still, target = _expression_frames(11)
+    target[1] = still[1]
+    target[2] = still[2]
+    target[2, :2, :MIN_CHANGED_PIXELS // 2 - 1] += 0.5  # 2 x 7 = 14 changed pixels: too few
+    values, changed = _transfer(target, target, still)
+    assert changed.tolist() == [True, False, False, True] and values[1] == values[2] == 0.0
+    metric = clu_metrics.ExpressionTransfer.with_value_range(0, 1).from_model_output(
+        jnp.asarray(still), jnp.asarray(target), jnp.asarray(still), mask=np.array([True, True, False, True]))
+    figures = metric.compute()
+    assert int(figures["count"]) == 2 and int(figures["unchanged"]) == 1
+    np.testing.assert_allclose(figures["mean"], -1.0, atol=1e-6)
+    merged = metric.merge(type(metric).empty())
+    assert int(merged.compute()["unchanged"]) == 1
+
+
 def test_bad_images_raise():
     x = jnp.zeros((2, 16, 16, 3))
     with pytest.raises(ValueError, match="differ in shape"):
@@ -72,6 +123,8 @@ def test_bad_images_raise():
         l1(x[0], x[0], 2.0)
     with pytest.raises(ValueError, match="at least 11x11"):
         ssim(jnp.zeros((1, 10, 30, 3)), jnp.zeros((1, 10, 30, 3)), 2.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        expression_transfer(x, x, jnp.zeros((2, 16, 17, 3)), 2.0)
     with pytest.raises(ValueError, match="one entry per frame"):
         clu_metrics.L1.from_model_output(x, x, mask=jnp.ones(3, bool))
 

@@ -97,17 +97,25 @@ def test_ground_truth_target_is_the_renderers_frame_of_that_combination(benchmar
     direct = synth_heads.render_frames(np.full(RENDER_CHUNK, a.identity), b.poses[pad], c.expressions[pad], SIZE,
                                        SIZE)
     np.testing.assert_array_equal(tasks[0].target, np.asarray(direct["image"])[:FRAMES])
+    still = synth_heads.render_frames(np.full(RENDER_CHUNK, a.identity), b.poses[pad],
+                                      np.repeat(a.expressions[:1], RENDER_CHUNK, 0), SIZE, SIZE)
+    np.testing.assert_array_equal(tasks[0].still_target, np.asarray(still["image"])[:FRAMES])
+    own = self_reenactment(benchmark)[0]
+    assert own.still_target.shape == own.target.shape and not np.array_equal(own.still_target, own.target)
+    assert self_reenactment(dataclasses.replace(benchmark, render=None))[0].still_target is None
     assert np.array_equal(tasks[0].source, a.frames[0])
     assert not np.array_equal(tasks[0].target, b.frames) and not np.array_equal(tasks[0].target, c.frames)
     assert len({clip.identity for clip in benchmark.clips}) == CLIPS
 
 
-def assert_accounted(results, with_target):
+def assert_accounted(results, with_target, with_still_target=None):
+    with_still_target = with_target if with_still_target is None else with_still_target
     for video in results:
         assert ("psnr" in video.scores) == with_target and ("lpips" in video.scores) == with_target
+        assert ("expression_transfer" in video.scores) == with_still_target
         for name, metric in video.scores.items():
             figures = metric.compute()
-            seen = int(figures["count"]) + int(figures.get("no_face", 0))
+            seen = int(figures["count"]) + int(figures.get("no_face", 0)) + int(figures.get("unchanged", 0))
             assert seen == video.frames, (video.name, name)
             if figures["count"]:
                 assert math.isfinite(float(figures["mean"])), (video.name, name)
@@ -122,7 +130,8 @@ def test_untrained_model_runs_every_protocol_with_finite_metrics(benchmark, scor
     assert [r.name for r in results] == [t.name for t in tasks]
     assert [r.frames for r in results] == [len(t.pose) for t in tasks]
     assert_accounted(results, with_target=protocol in ("self", "reconstruction") or
-                     (protocol == "disentangled" and renderer))
+                     (protocol == "disentangled" and renderer),
+                     with_still_target=renderer and protocol in ("self", "disentangled"))
 
 
 def test_oracle_scores_perfectly_on_ground_truth_disentangled(benchmark, scorer):
@@ -136,6 +145,21 @@ def test_oracle_scores_perfectly_on_ground_truth_disentangled(benchmark, scorer)
     assert total["lpips"]["mean"] == pytest.approx(0.0, abs=1e-6)
     assert total["aed"]["count"] > 0 and total["aed"]["mean"] == 0.0
     assert total["apd"]["count"] > 0 and total["apd"]["mean"] == 0.0
+    transfer = total["expression_transfer"]
+    assert transfer["count"] > 0 and transfer["count"] + transfer["unchanged"] == CLIPS * FRAMES
+    assert transfer["mean"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_model_that_keeps_the_source_expression_scores_minus_one_in_expression_transfer(benchmark, scorer):
+    _, tasks = protocol_tasks("disentangled", benchmark)
+    stills = {id(task.pose): task.still_target for task in tasks}
+    results = run_protocol(tasks, lambda source, pose, expression: stills[id(pose)], scorer, progress=False)
+    summary = summarize(results, method="still", protocol="gt", benchmark="b", csim_embedder="dlib")
+    transfer = summary["metrics"]["expression_transfer"]
+    assert transfer["count"] > 0 and transfer["mean"] == pytest.approx(-1.0, abs=1e-6)
+    text = markdown(summary)
+    assert "| -1.000 ± 0.000 |" in text
+    assert f"expression transfer {transfer['count']} of {CLIPS * FRAMES} ({transfer['unchanged']} where" in text
 
 
 def test_frames_without_a_face_are_counted_and_reported(benchmark, scorer):

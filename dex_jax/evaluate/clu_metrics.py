@@ -17,9 +17,11 @@ The interval treats frames as independent samples; frames of one video are corre
 lower bound on the uncertainty of a per-video average. Frames with `mask` False (batch padding) are
 ignored. The face metrics (CSIM, AED, APD) also take a per-frame `*_found` flag; frames of the mask
 without a face in both images are not averaged but counted in `no_face`, which `compute()` reports.
+Expression transfer likewise counts frames whose true expression draws no change in `unchanged`.
 
 Keyword arguments of `from_model_output` (NHWC images in [-1, 1] unless `with_value_range` says otherwise):
     predictions, targets                       PSNR, L1, SSIM, LPIPS (LPIPS also `lpips_params`)
+    predictions, targets, still_targets        ExpressionTransfer
     identity, source_identity, identity_found  CSIM (embeddings; source (N, D) or one (D,) vector)
     blendshapes, target_blendshapes, blendshapes_found   AED (N, 52)
     head_pose, target_head_pose, head_pose_found         APD (N, 3) (yaw, pitch, roll) in degrees
@@ -30,12 +32,13 @@ import jax
 import jax.numpy as jnp
 from clu import metrics
 
-from dex_jax.evaluate.image_metrics import l1, psnr, ssim
+from dex_jax.evaluate.image_metrics import expression_transfer, l1, psnr, ssim
 from dex_jax.evaluate.pose_expression_metrics import expression_distance, pose_distance
 from dex_jax.motion.lpips import lpips_distance
 
 Z_95 = 1.959963984540054
 DEFAULT_VALUE_RANGE = (-1.0, 1.0)
+FRAME_COUNTS = ("count", "no_face", "unchanged")
 
 
 def cosine_similarity(a, b, eps=1e-12):
@@ -65,7 +68,7 @@ class FrameStatistic(metrics.Metric):
 
     @classmethod
     def empty(cls):
-        zeros = {name: jnp.zeros((), jnp.int32 if name in ("count", "no_face") else jnp.float32)
+        zeros = {name: jnp.zeros((), jnp.int32 if name in FRAME_COUNTS else jnp.float32)
                  for name in cls.__dataclass_fields__}
         return cls(**zeros)
 
@@ -157,6 +160,25 @@ class SSIM(ImageFrameStatistic):
     @classmethod
     def from_model_output(cls, predictions, targets, mask=None, **_):
         return cls.from_values(ssim(cls.to_unit(predictions), cls.to_unit(targets), 1.0), mask)
+
+
+@flax.struct.dataclass
+class ExpressionTransfer(ImageFrameStatistic):
+    """Per-frame expression transfer in [-1, 1], see `image_metrics.expression_transfer`; masked-in frames whose
+    true expression draws no change are counted in `unchanged`."""
+
+    unchanged: jnp.ndarray
+
+    @classmethod
+    def from_model_output(cls, predictions, targets, still_targets, mask=None, **_):
+        values, changed = expression_transfer(cls.to_unit(predictions), cls.to_unit(targets),
+                                              cls.to_unit(still_targets), 1.0)
+        keep = _frame_mask(values, mask)
+        return cls.from_values(values, keep & changed, unchanged=jnp.sum(keep & ~changed, dtype=jnp.int32))
+
+    def compute(self):
+        """FrameStatistic's figures plus 'unchanged', the frames left out because the expression drew nothing."""
+        return {**super().compute(), "unchanged": self.unchanged}
 
 
 @flax.struct.dataclass

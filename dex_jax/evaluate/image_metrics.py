@@ -1,4 +1,5 @@
-"""Per-frame image metrics, pure jnp: PSNR, L1 and SSIM (Gaussian window, as scikit-image computes it).
+"""Per-frame image metrics, pure jnp: PSNR, L1, SSIM (Gaussian window, as scikit-image computes it) and
+expression transfer against a ground-truth target and the same frame with the source's expression.
 
 Every function takes two equal-shape NHWC batches in the same value range, whose width `data_range`
 (max - min of the representable values: 2.0 for images in [-1, 1], 1.0 for [0, 1], 255.0 for uint8
@@ -13,6 +14,8 @@ SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
+EXPRESSION_CHANGE_THRESHOLD = 0.1
+MIN_CHANGED_PIXELS = 16
 
 
 def check_image_pair(predictions, targets):
@@ -41,6 +44,32 @@ def l1(predictions, targets, data_range):
     check_image_pair(predictions, targets)
     diff = predictions.astype(jnp.float32) - targets.astype(jnp.float32)
     return jnp.mean(jnp.abs(diff), axis=(1, 2, 3)) / data_range
+
+
+def expression_transfer(predictions, targets, still_targets, data_range, threshold=EXPRESSION_CHANGE_THRESHOLD):
+    """How far each predicted frame moved from the source's expression towards the target's: (values, changed).
+
+    `still_targets` are the true frames with the target's pose but the source's own expression. On the pixels
+    where the expression changes the true frame (target and still target differ by more than threshold *
+    data_range in some channel), with means over those pixels and their channels,
+        value = (mean |prediction - still target| - mean |prediction - target|) / mean |target - still target|,
+    which the triangle inequality keeps in [-1, 1]: 1 is the target's expression drawn exactly, -1 the source's
+    expression left unchanged, 0 as far from both (a blur of the two, or neither). `changed` (N,) bool marks
+    frames with at least MIN_CHANGED_PIXELS such pixels; the value of any other frame is 0 and meaningless.
+    """
+    check_image_pair(predictions, targets)
+    check_image_pair(predictions, still_targets)
+    p, t, s = (x.astype(jnp.float32) for x in (predictions, targets, still_targets))
+    region = jnp.max(jnp.abs(t - s), axis=-1, keepdims=True) > threshold * data_range
+    pixels = jnp.sum(region, axis=(1, 2, 3))
+
+    def region_mean(x):
+        return jnp.sum(jnp.where(region, x, 0.0), axis=(1, 2, 3)) / jnp.maximum(pixels * x.shape[-1], 1)
+
+    gain = region_mean(jnp.abs(p - s)) - region_mean(jnp.abs(p - t))
+    span = region_mean(jnp.abs(t - s))
+    changed = pixels >= MIN_CHANGED_PIXELS
+    return jnp.where(changed, gain / jnp.maximum(span, 1e-12), 0.0), changed
 
 
 def gaussian_taps(sigma=SSIM_SIGMA, truncate=SSIM_TRUNCATE):

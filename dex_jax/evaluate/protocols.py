@@ -16,6 +16,10 @@ and SOURCE__POSE__EXPRESSION after the clips they use):
                 target is the renderer's frame of source identity k with clip k+1's poses and clip k+2's
                 expressions, so every metric is measured against the truth.
 
+Where the benchmark has a renderer (self and ground-truth disentangled on SynthHeads), a task also carries the
+still target: the renderer's frames with the target's poses and the source frame's own expression, which is
+what a model that ignores the expression driver would ideally draw; expression transfer is scored against it.
+
 Every generated video is checked against its task (frame count and size) and scored by a `Scorer`; the result
 keeps each video's accumulators, so reports give per-video figures and no-face counts.
 """
@@ -40,6 +44,7 @@ class Task:
     pose: np.ndarray
     expression: np.ndarray
     target: np.ndarray | None = None
+    still_target: np.ndarray | None = None
 
     @property
     def pose_reference(self):
@@ -61,12 +66,21 @@ class VideoScore:
     scores: dict
 
 
+def _still_target(benchmark, source_clip, poses):
+    """The renderer's frames of the source clip's identity with `poses` and its frame 0's expression, or None."""
+    if benchmark.render is None or source_clip.identity is None:
+        return None
+    expressions = np.repeat(source_clip.expressions[:1], len(poses), axis=0)
+    return benchmark.render(source_clip.identity, poses, expressions)
+
+
 def self_reenactment(benchmark):
     """Clip k's frame 0 animated by its frames 1.., which are also the target."""
     tasks = []
     for clip in benchmark.clips:
         driving = clip.frames[1:]
-        tasks.append(Task(clip.name, clip.frames[0], driving, driving, driving))
+        still = _still_target(benchmark, clip, None if clip.poses is None else clip.poses[1:])
+        tasks.append(Task(clip.name, clip.frames[0], driving, driving, driving, still))
     return tasks
 
 
@@ -117,7 +131,8 @@ def ground_truth_disentangled(benchmark):
     for a, b, c in _triples(benchmark, "ground-truth disentangled"):
         n = min(len(b.frames), len(c.frames))
         target = benchmark.render(a.identity, b.poses[:n], c.expressions[:n])
-        tasks.append(Task(f"{a.name}__{b.name}__{c.name}", a.frames[0], b.frames[:n], c.frames[:n], target))
+        tasks.append(Task(f"{a.name}__{b.name}__{c.name}", a.frames[0], b.frames[:n], c.frames[:n], target,
+                          _still_target(benchmark, a, b.poses[:n])))
     return tasks
 
 
@@ -155,7 +170,8 @@ def score_tasks(tasks, predict: Callable, scorer, progress=True):
     results = []
     for task in tqdm.tqdm(tasks, desc="evaluate", unit="video", disable=not progress):
         frames = check_prediction(task, predict(task))
-        scores = scorer.score(frames, task.source, task.pose_reference, task.expression_reference, task.target)
+        scores = scorer.score(frames, task.source, task.pose_reference, task.expression_reference, task.target,
+                              task.still_target)
         results.append(VideoScore(task.name, len(frames), scores))
     return results
 

@@ -1,7 +1,8 @@
 """Evaluation reports: a markdown table shaped like the paper's Table 1 and a JSON file of the same figures.
 
 Each figure is a metric's mean over frames with its frame count and 95% interval (`clu_metrics`); the face
-metrics add `no_face`, the frames left out because a face was missing, overall and per video. Both files are
+metrics add `no_face`, the frames left out because a face was missing, overall and per video; expression transfer
+adds `unchanged`, the frames whose true expression draws no change. Both files are
 written under a temporary name and renamed once complete, so a reader never sees half a report.
 """
 
@@ -12,9 +13,10 @@ from pathlib import Path
 
 from dex_jax.evaluate.protocols import total_scores
 
-COLUMNS = (("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("l1", "L1 ↓"), ("lpips", "LPIPS ↓"), ("csim", "CSIM ↑"),
+COLUMNS = (("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("l1", "L1 ↓"), ("lpips", "LPIPS ↓"),
+           ("expression_transfer", "Expr. transfer ↑"), ("csim", "CSIM ↑"),
            ("aed", "AED ↓"), ("apd", "APD ↓"))
-DIGITS = {"psnr": 2, "ssim": 3, "l1": 4, "lpips": 3, "csim": 3, "aed": 4, "apd": 3}
+DIGITS = {"psnr": 2, "ssim": 3, "l1": 4, "lpips": 3, "expression_transfer": 3, "csim": 3, "aed": 4, "apd": 3}
 FACE_METRICS = ("csim", "aed", "apd")
 REPORT_NAMES = ("report.md", "report.json")
 
@@ -27,7 +29,8 @@ def _plain(value):
 
 
 def figures(metric):
-    """A metric's compute() as plain numbers: mean, count, ci95_low, ci95_high (None where undefined), no_face."""
+    """A metric's compute() as plain numbers: mean, count, ci95_low, ci95_high (None where undefined), and no_face
+    or unchanged."""
     return {name: _plain(value) for name, value in metric.compute().items()}
 
 
@@ -74,12 +77,20 @@ def markdown(summary):
              _row(["---"] + ["---:"] * len(COLUMNS)),
              _row([summary["method"]] + [cell(name, metrics.get(name)) for name, _ in COLUMNS]), "",
              "Cells: mean over frames ± half-width of its 95% interval (frames treated as independent). "
-             "— : not measured (PSNR, SSIM and LPIPS need a ground-truth target; see the notes).",
+             "— : not measured (PSNR, SSIM and LPIPS need a ground-truth target, expression transfer also the true "
+             "frame with the source's expression, which only a renderer draws; see the notes).",
+             "Expression transfer: on the pixels where the true expression changes the frame, (mean |prediction - "
+             "frame with the source's expression| - mean |prediction - target|) / mean |target - frame with the "
+             "source's expression|; 1 draws the target's expression, -1 keeps the source's, 0 is as far from both.",
              f"CSIM: cosine similarity of {summary['csim_embedder']} embeddings of each frame and the source. "
              "AED: mean |blendshape difference| over MediaPipe's 52 scores; APD: mean |yaw, pitch, roll "
              "difference| in degrees, from MediaPipe's face landmarker.", ""]
     counted = [f"{name.upper()} {metrics[name]['count']} of {metrics[name]['count'] + metrics[name]['no_face']} "
                f"({metrics[name]['no_face']} without a face)" for name in FACE_METRICS if name in metrics]
+    if "expression_transfer" in metrics:
+        transfer = metrics["expression_transfer"]
+        counted.append(f"expression transfer {transfer['count']} of {transfer['count'] + transfer['unchanged']} "
+                       f"({transfer['unchanged']} where the expression draws no change)")
     lines += ["Frames averaged: " + "; ".join(counted) + ".", ""]
     lacking = [video for video in summary["per_video"]
                if any(video["metrics"].get(name, {}).get("no_face") for name in FACE_METRICS)]

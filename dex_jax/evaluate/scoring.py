@@ -1,6 +1,8 @@
 """Score one generated video with the paper's metrics, one `clu_metrics` accumulator per metric.
 
-PSNR, SSIM, L1 (on [0, 1]) and LPIPS compare the prediction with a ground-truth target, frame by frame. CSIM compares each
+PSNR, SSIM, L1 (on [0, 1]) and LPIPS compare the prediction with a ground-truth target, frame by frame; where the
+task also knows the true frame with the source's own expression, expression transfer measures how far the
+prediction moved from that frame towards the target on the pixels the expression changes. CSIM compares each
 predicted frame's identity embedding with the source portrait's. AED compares MediaPipe blendshapes with the
 expression reference's, APD head poses with the pose reference's (the target where there is one, else the
 driving clips). Videos are uint8 RGB arrays (T, H, W, 3); frames without a face in either image of a pair are
@@ -11,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dex_jax.evaluate.clu_metrics import AED, APD, CSIM, L1, LPIPS, PSNR, SSIM
+from dex_jax.evaluate.clu_metrics import AED, APD, CSIM, L1, LPIPS, PSNR, SSIM, ExpressionTransfer
 from dex_jax.evaluate.face_landmarker import observe_frames
 from dex_jax.evaluate.identity import embed_frames
 
-METRIC_NAMES = ("psnr", "ssim", "l1", "lpips", "csim", "aed", "apd")
+METRIC_NAMES = ("psnr", "ssim", "l1", "lpips", "expression_transfer", "csim", "aed", "apd")
 IMAGE_CHUNK = 8
 
 
@@ -35,6 +37,12 @@ def _image_metrics(predictions, targets, mask, lpips_params):
     return scores
 
 
+@jax.jit
+def _expression_transfer(predictions, targets, still_targets, mask):
+    return ExpressionTransfer.from_model_output(predictions=to_model_range(predictions), targets=to_model_range(targets),
+                                                still_targets=to_model_range(still_targets), mask=mask)
+
+
 def merge_scores(a, b):
     """Merge two {metric name: accumulator} dicts; a name in only one of them keeps its accumulator."""
     return {name: a[name].merge(b[name]) if name in a and name in b else a.get(name, b.get(name))
@@ -51,13 +59,17 @@ class Scorer:
         self.lpips_params = lpips_params
         self._csim = CSIM.with_embedder(embedder.name)
 
-    def image_scores(self, predictions, targets):
-        """PSNR, SSIM (and LPIPS) accumulators over the frames, computed in fixed-size jitted chunks."""
+    def image_scores(self, predictions, targets, still_targets=None):
+        """PSNR, SSIM, L1 (LPIPS, and expression transfer with still targets) accumulators over the frames,
+        computed in fixed-size jitted chunks."""
         n, scores = len(predictions), {}
         for start in range(0, n, IMAGE_CHUNK):
             take = np.minimum(np.arange(start, start + IMAGE_CHUNK), n - 1)
             mask = np.arange(start, start + IMAGE_CHUNK) < n
             chunk = _image_metrics(predictions[take], targets[take], mask, self.lpips_params)
+            if still_targets is not None:
+                chunk["expression_transfer"] = _expression_transfer(predictions[take], targets[take],
+                                                                    still_targets[take], mask)
             scores = merge_scores(scores, chunk)
         return scores
 
@@ -80,9 +92,10 @@ class Scorer:
                 "apd": APD.from_model_output(head_pose=observed["head_pose"], target_head_pose=pose["head_pose"],
                                              head_pose_found=observed["found"] & pose["found"])}
 
-    def score(self, predictions, source, pose_reference, expression_reference, target=None):
-        """{metric name: accumulator} of one video; the image metrics only with a target."""
-        scores = self.image_scores(predictions, target) if target is not None else {}
+    def score(self, predictions, source, pose_reference, expression_reference, target=None, still_target=None):
+        """{metric name: accumulator} of one video; the image metrics only with a target, expression transfer only
+        with the still target too (the target's pose with the source's expression)."""
+        scores = self.image_scores(predictions, target, still_target) if target is not None else {}
         scores["csim"] = self.identity_scores(predictions, source)
         scores.update(self.motion_scores(predictions, pose_reference, expression_reference))
         return scores
