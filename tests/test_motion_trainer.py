@@ -97,7 +97,7 @@ def test_one_source_driving_k_rows_equals_the_repeated_source(test_model):
     drivers, crops = drivers[order], crops[order]
 
     def run(params, src):
-        image, source_pose, _ = trainer.apply({"params": params}, src, drivers, crops, method=MotionTrainer.reenact)
+        image, source_pose, _, _ = trainer.apply({"params": params}, src, drivers, crops, method=MotionTrainer.reenact)
         return jnp.mean(image ** 2) + jnp.mean(source_pose["yaw"] ** 2), (image, source_pose)
 
     once = jax.jit(jax.value_and_grad(run, has_aux=True))(variables["params"], source)

@@ -1,5 +1,5 @@
-"""Stage-1 training options: the supervised pose term (its value in a real run: test_train_loop.py), the detached
-warp pose, lr multipliers."""
+"""Stage-1 training options: the supervised pose and expression terms (the pose term's value in a real run:
+test_train_loop.py), the detached warp pose, lr multipliers."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +9,7 @@ import pytest
 
 from dex_jax.bench.timing import xla_flops
 from dex_jax.config_loading import load_config
-from dex_jax.motion.losses import pose_supervision_loss
+from dex_jax.motion.losses import expression_supervision_loss, pose_supervision_loss
 from dex_jax.motion.motion_trainer import build_motion_trainer
 from dex_jax.motion.pose_encoder import POSE_KEYS
 from dex_jax.train import stage1
@@ -34,6 +34,48 @@ def test_batches_without_poses_are_refused():
     batch = {k: v for k, v in next(make_iterator(config.data)).items() if k not in ("source_pose", "driving_pose")}
     with pytest.raises(ValueError, match="needs ground-truth poses in the batches, and these have no "
                                          "source_pose, driving_pose"):
+        jax.eval_shape(stage.step, state, batch, stage.frozen)
+
+
+def test_expression_loss_ties_the_first_latent_values_to_the_truth():
+    latent = jnp.arange(12.0).reshape(2, 6)
+    target = jnp.array([[0.5, 1.0, 2.0], [6.0, 7.0, 9.0]])
+    assert float(expression_supervision_loss(latent, target)) == pytest.approx((0.5 + 0 + 0 + 0 + 0 + 1) / 6)
+    with pytest.raises(ValueError, match=r"n <= the latent's 6 dims, got shape \(2, 7\)"):
+        expression_supervision_loss(latent, jnp.zeros((2, 7)))
+    with pytest.raises(ValueError, match="with N = 2"):
+        expression_supervision_loss(latent, jnp.zeros((3, 2)))
+
+
+def test_expression_term_trains_only_the_expression_encoder_through_reenact_s_latent():
+    model = build_motion_trainer(load_config("configs/motion_model.py:test"))
+    keys = jax.random.split(jax.random.PRNGKey(1), 4)
+    source, pose_input, crop = (jax.random.uniform(k, (2, 32, 32, 3), minval=-1, maxval=1) for k in keys[:3])
+    params = jax.jit(model.init)(keys[3], source, pose_input, crop)["params"]
+    target = jnp.full((2, 5), 0.5)
+
+    def term(p):
+        latent = model.apply({"params": p}, source, pose_input, crop, rngs={"noise": keys[3]},
+                             method=model.reenact)[3]
+        return expression_supervision_loss(latent, target), latent
+
+    grads, latent = jax.jit(jax.grad(term, has_aux=True))(params)
+    np.testing.assert_allclose(latent, model.apply({"params": params}, crop, method=model.encode_expression),
+                               rtol=1e-6)
+    norms = {name: float(optax.tree.norm(tree)) for name, tree in grads.items()}
+    assert norms.pop("expression") > 0 and max(norms.values()) == 0.0
+
+
+def test_batches_without_expressions_are_refused():
+    config = load_config("configs/motion_test.py")
+    config.data.batch_size = 2
+    config.loss.expression_supervision = 1.0
+    stage = stage1.make_stage(config, lpips=stage1.random_lpips_params())
+    assert "expression_supervision" in stage.metric_names
+    state = jax.eval_shape(stage.init, jax.random.PRNGKey(0))
+    batch = {k: v for k, v in next(make_iterator(config.data)).items() if k != "driving_expression"}
+    with pytest.raises(ValueError, match="needs ground-truth expressions in the batches, and these have no "
+                                         "driving_expression"):
         jax.eval_shape(stage.step, state, batch, stage.frozen)
 
 

@@ -45,5 +45,9 @@ def test_probe_command_writes_tables(tmp_path, capsys):
     values = [*report["pose_error_raw"].values(), *report["pose_error_calibrated"].values(),
               *report["leakage_r2"].values()]
     assert len(values) == 18 and np.all(np.isfinite(values))
-    assert "Pose leakage into the expression latent" in (tmp_path / "probe" / "probe.md").read_text()
+    assert len(report["expression_r2"]) == 11 and np.all(np.isfinite(list(report["expression_r2"].values())))
+    assert report["expression_r2_mean"] == pytest.approx(np.mean(list(report["expression_r2"].values())))
+    table = (tmp_path / "probe" / "probe.md").read_text()
+    assert "Pose leakage into the expression latent" in table and "| jaw_open |" in table
+    assert "Expression carried by the expression latent" in table
     assert cli.main(["probe", "--checkpoint", str(run), "--num-fit", "8"]) == 2

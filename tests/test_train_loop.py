@@ -30,7 +30,8 @@ from toy_stage import REPO, flat_params, make_toy_stage, toy_config
 pytestmark = pytest.mark.xdist_group("train_loop")  # one worker runs the shared Stage-1 run once
 
 STAGE1 = ["train", "--config", "configs/motion_test.py", "--config.data.batch_size=2",
-          "--config.log.image_every_steps=1", "--config.loss.pose_supervision=1.0"]
+          "--config.log.image_every_steps=1", "--config.loss.pose_supervision=1.0",
+          "--config.loss.expression_supervision=1.0"]
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +74,7 @@ def test_stage1_trains_logs_and_draws(stage1_run):
     identity = np.array([0, 0, 0, 0, 0, 1], np.float32)
     want = 0.5 * (np.abs(batch["source_pose"] - identity).mean() + np.abs(batch["driving_pose"] - identity).mean())
     assert record["pose_supervision"] == pytest.approx(want, rel=1e-5)
+    assert np.isfinite(record["expression_supervision"]) and record["expression_supervision"] > 0
     grid = cv2.imread(str(stage1_run / "images" / "step_0000001.png"))
     assert grid.shape == (2 * 32, 4 * 32, 3)  # 2 pairs x (source | driving | prediction | ground truth)
     events = b"".join(p.read_bytes() for p in (stage1_run / "tensorboard").glob("events.out.tfevents.*"))

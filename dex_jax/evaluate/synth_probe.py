@@ -15,6 +15,8 @@ Reported per checkpoint, on the evaluation set:
   leakage R^2     a ridge-regression probe from the expression latent to the six ground-truth pose values,
                   fitted on the fit set, its R^2 on the evaluation set (per value and the mean over yaw, pitch,
                   roll). High R^2 means head pose leaks into the expression latent (the paper's Fig. 10).
+  expression R^2  the same probe from the expression latent to the ground-truth expression values (per value
+                  and the mean): how much of the expression the latent carries for the decoder to draw.
 Writes DIR/probe.md and DIR/probe.json.
 """
 
@@ -29,6 +31,7 @@ import numpy as np
 
 from dex_jax.data import synth_heads
 from dex_jax.data.augment import expression_crop
+from dex_jax.data.synth_face import EXPRESSION_NAMES
 from dex_jax.data.pipeline import to_model
 from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY
 from dex_jax.evaluate.model_runner import read_generator
@@ -45,9 +48,10 @@ UNITS = {"yaw": "deg", "pitch": "deg", "roll": "deg", "tx": "", "ty": "", "scale
 
 
 def probe_frames(num_frames, identities, seed):
-    """Rendered frames with their ground truth: (images (N, S, S, 3) uint8, face boxes (N, 4), poses (N, 6))."""
+    """Rendered frames with their ground truth: (images (N, S, S, 3) uint8, face boxes (N, 4), poses (N, 6),
+    expressions (N, NUM_EXPRESSIONS))."""
     key = jax.random.PRNGKey(seed)
-    images, boxes, poses = [], [], []
+    images, boxes, poses, expressions = [], [], [], []
     for start in range(0, num_frames, CHUNK):
         k_id, k_pose, k_expr = jax.random.split(jax.random.fold_in(key, start), 3)
         ids = identities[0] + jax.random.randint(k_id, (CHUNK,), 0, identities[1] - identities[0])
@@ -57,7 +61,8 @@ def probe_frames(num_frames, identities, seed):
         images.append(np.asarray(frames["image"]))
         boxes.append(np.asarray(frames["face_box"]))
         poses.append(np.asarray(frames["pose"]))
-    return tuple(np.concatenate(a)[:num_frames] for a in (images, boxes, poses))
+        expressions.append(np.asarray(frames["expression"]))
+    return tuple(np.concatenate(a)[:num_frames] for a in (images, boxes, poses, expressions))
 
 
 def encode(model_config, params, data_config, images, boxes):
@@ -110,7 +115,7 @@ def ridge_probe_r2(fit_x, fit_y, eval_x, eval_y, ridge=RIDGE):
 
 
 def probe(checkpoint, fit, held_out):
-    """The report dict of one checkpoint on the (images, boxes, poses) fit and evaluation sets."""
+    """The report dict of one checkpoint on the (images, boxes, poses, expressions) fit and evaluation sets."""
     model_config, params, data_config, description = read_generator(checkpoint)
     poses, latents = encode(model_config, params, data_config, np.concatenate([fit[0], held_out[0]]),
                             np.concatenate([fit[1], held_out[1]]))
@@ -118,11 +123,14 @@ def probe(checkpoint, fit, held_out):
     fit_pose, eval_pose, fit_latent, eval_latent = poses[:n], poses[n:], latents[:n], latents[n:]
     calibrate = affine_calibration(fit_pose, fit[2])
     r2 = ridge_probe_r2(fit_latent, fit[2], eval_latent, held_out[2])
+    expression_r2 = ridge_probe_r2(fit_latent, fit[3], eval_latent, held_out[3])
     return {"model": description, "checkpoint": str(checkpoint),
             "pose_error_raw": pose_errors(eval_pose, held_out[2]),
             "pose_error_calibrated": pose_errors(calibrate(eval_pose), held_out[2]),
             "leakage_r2": dict(zip(synth_heads.POSE_NAMES, r2.tolist())),
-            "leakage_r2_rotation_mean": float(np.mean(r2[:3]))}
+            "leakage_r2_rotation_mean": float(np.mean(r2[:3])),
+            "expression_r2": dict(zip(EXPRESSION_NAMES, expression_r2.tolist())),
+            "expression_r2_mean": float(np.mean(expression_r2))}
 
 
 def markdown(reports, num_fit, num_eval):
@@ -139,6 +147,11 @@ def markdown(reports, num_fit, num_eval):
     for r in reports:
         cells = [f"{r['leakage_r2'][n]:.3f}" for n in names]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['leakage_r2_rotation_mean']:.3f} |")
+    lines += ["", "Expression carried by the expression latent, R^2 of a linear probe (higher is better):", "",
+              "| Model | " + " | ".join(EXPRESSION_NAMES) + " | mean |", "|---" * (len(EXPRESSION_NAMES) + 2) + "|"]
+    for r in reports:
+        cells = [f"{r['expression_r2'][n]:.3f}" for n in EXPRESSION_NAMES]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['expression_r2_mean']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,6 @@
 """Stage-1 motion-trainer losses (supplement B.1): L1, LPIPS, face-masked Component LPIPS, softplus GAN, R1.
 
-Also two terms the paper has none of: a supervised pose term for datasets that know the true pose
+Also terms the paper has none of: supervised pose and expression terms for datasets that know the truth
 (SynthHeads), and a perceptual term on MediaPipe's face-landmark features for machines without a VGG16.
 """
 
@@ -35,6 +35,15 @@ def pose_supervision_loss(pose, target):
         raise ValueError(f"pose targets must be (N, {len(POSE_KEYS)}) = {POSE_KEYS}, got shape {target.shape}")
     predicted = jnp.stack([pose[k] for k in POSE_KEYS], axis=-1)
     return jnp.mean(jnp.abs(predicted - target.astype(predicted.dtype)))
+
+
+def expression_supervision_loss(latent, target):
+    """Mean absolute error of the first n values of expression latents (N, D) against true expressions (N, n),
+    which ties those latent dimensions to the expression and leaves the other D - n free."""
+    if target.ndim != 2 or target.shape[0] != latent.shape[0] or target.shape[1] > latent.shape[1]:
+        raise ValueError(f"expression targets must be (N, n) with N = {latent.shape[0]} and n <= the latent's "
+                         f"{latent.shape[1]} dims, got shape {target.shape}")
+    return jnp.mean(jnp.abs(latent[:, :target.shape[1]].astype(jnp.float32) - target.astype(jnp.float32)))
 
 
 def generator_adversarial_loss(fake_logits):

@@ -57,7 +57,7 @@ class MotionTrainer(nn.Module):
         return self.decoder(features, style)
 
     def reenact(self, source, pose_input, expression_input, detach_pose=False):
-        """-> (reenacted image, source pose, driving pose): the image and the two pose dicts it was rendered with.
+        """-> (reenacted image, source pose, driving pose, expression latent): the image and what it was rendered with.
 
         source (B, S, S, 3) drives B*K rows of pose and expression inputs, K consecutive rows per source: each
         source is encoded once and its volume, latent and pose are repeated K times (the same result as
@@ -72,8 +72,9 @@ class MotionTrainer(nn.Module):
         volume, appearance_latent = repeat(self.encode_appearance(source))
         source_pose, driving_pose = repeat(self.encode_pose(source)), self.encode_pose(pose_input)
         warp_poses = jax.lax.stop_gradient((source_pose, driving_pose)) if detach_pose else (source_pose, driving_pose)
-        image = self.render(volume, appearance_latent, *warp_poses, self.encode_expression(expression_input))
-        return image, source_pose, driving_pose
+        expression_latent = self.encode_expression(expression_input)
+        image = self.render(volume, appearance_latent, *warp_poses, expression_latent)
+        return image, source_pose, driving_pose, expression_latent
 
     def __call__(self, source, pose_input, expression_input):
         return self.reenact(source, pose_input, expression_input)[0]

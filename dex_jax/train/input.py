@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from dex_jax.data import pipeline
+from dex_jax.data.synth_face import NUM_EXPRESSIONS
 
 
 class RandomBatches:
@@ -21,7 +22,8 @@ class RandomBatches:
 
     Layout as the Stage-1 pipeline: source (b,S,S,3); driving, pose_input (b,K,S,S,3); expression_input
     (b,K,E,E,3) in [-1, 1]; face_mask (b,K,S,S,1), a centred box of ones; source_pose (b,6) and driving_pose
-    (b,K,6), random (yaw, pitch, roll, tx, ty, scale) as SynthHeads records them.
+    (b,K,6), random (yaw, pitch, roll, tx, ty, scale), and source_expression (b,n) and driving_expression
+    (b,K,n), random in [0, 1], as SynthHeads records them.
     """
 
     def __init__(self, data_config, process_index, process_count, length=2 ** 31 - 1):
@@ -48,12 +50,16 @@ class RandomBatches:
             scales = rng.uniform(0.85, 1.15, shape + (1,))
             return np.concatenate([angles, shifts, scales], -1).astype(np.float32)[self._rows]
 
+        def expressions(*shape):
+            return rng.uniform(0.0, 1.0, shape + (NUM_EXPRESSIONS,)).astype(np.float32)[self._rows]
+
         mask = np.zeros((s, s, 1), np.float32)
         mask[s // 4: 3 * s // 4, s // 4: 3 * s // 4] = 1.0
         return {"source": uniform(b, s, s, 3), "driving": uniform(b, k, s, s, 3),
                 "pose_input": uniform(b, k, s, s, 3), "expression_input": uniform(b, k, e, e, 3),
                 "face_mask": np.broadcast_to(mask, (b, k, s, s, 1))[self._rows].copy(),
-                "source_pose": poses(b), "driving_pose": poses(b, k)}
+                "source_pose": poses(b), "driving_pose": poses(b, k),
+                "source_expression": expressions(b), "driving_expression": expressions(b, k)}
 
     def __repr__(self):
         return f"RandomBatches({self._config})"

