@@ -32,6 +32,7 @@ def get_config():
     config.nonfinite_limit = 20  # stop after this many non-finite steps in a row (0: never)
     config.init_from = ""  # a workdir or export whose generator starts a new run (optimizers and step anew)
     config.init_discriminator = False  # also start the discriminator from init_from's (a workdir, not an export)
+    config.init_expression_from = ""  # a run (e.g. of stage "expression") or export whose expression encoder to take
 
     config.model = load_config("configs/motion_model.py:paper")
     config.model.dtype = "bfloat16"

@@ -24,7 +24,7 @@ from dex_jax.train.loop import train
 from dex_jax.train.metrics import Progress, image_grid
 from dex_jax.train.nonfinite import NonFiniteError
 from dex_jax.train.state import create_state
-from dex_jax.train.warm_start import warm_start
+from dex_jax.train.warm_start import warm_start, warm_start_module
 from toy_stage import REPO, flat_params, make_toy_stage, toy_config
 
 pytestmark = pytest.mark.xdist_group("train_loop")  # one worker runs the shared Stage-1 run once
@@ -249,6 +249,54 @@ def test_warm_start_can_take_the_discriminator_from_a_workdir(stage1_run, tmp_pa
     narrower["discriminator"] = {"only": jnp.zeros(3)}
     with pytest.raises(ValueError, match=r"its discriminator does not fit this config"):
         warm_start(fresh.replace(params=narrower), stage1_run, discriminator=True)
+
+
+@pytest.fixture(scope="session")
+def expression_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("expression")
+    result = run_cli("train", "--config", "configs/motion_test.py", "--config.stage=expression", "--workdir",
+                     str(workdir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def test_expression_pretraining_learns_the_expression_encoder_alone(expression_run):
+    records = [json.loads(line) for line in (expression_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(r["expression_supervision"] > 0 and r["constant_guess"] > 0 for r in records)
+    trained = read_checkpoint(expression_run / "checkpoints")
+    assert list(trained["params"]) == ["generator"] and list(trained["params"]["generator"]) == ["expression"]
+    assert int(trained["step"]) == 3
+
+
+def test_warm_start_module_takes_the_expression_encoder_and_nothing_else(stage1_run, expression_run, tmp_path):
+    trained = read_checkpoint(stage1_run / "checkpoints")
+    zeros = jax.tree.map(jnp.zeros_like, trained["ema"]["generator"])
+    fresh = create_state({"generator": zeros}, {"generator": optax.sgd(1.0)}, jax.random.PRNGKey(0),
+                         ema_names=("generator",))
+    state = warm_start_module(fresh, expression_run, "expression", "init_expression_from")
+    want = read_checkpoint(expression_run / "checkpoints")["ema"]["generator"]["expression"]
+    for tree in (state.params["generator"]["expression"], state.ema["generator"]["expression"]):
+        for got, value in zip(jax.tree.leaves(tree), jax.tree.leaves(want)):
+            np.testing.assert_array_equal(got, value)
+    rest = {k: v for k, v in state.params["generator"].items() if k != "expression"}
+    assert rest and all(np.all(x == 0) for x in jax.tree.leaves(rest))
+    with pytest.raises(ValueError,
+                       match=r"init_expression_from .*: its generator has no 'mouth' \(it has expression\)"):
+        warm_start_module(fresh, expression_run, "mouth", "init_expression_from")
+    narrower = jax.tree.map(lambda x: x, fresh.params)
+    narrower["generator"]["expression"] = {"head_dense": narrower["generator"]["expression"]["head_dense"]}
+    with pytest.raises(ValueError, match=r"init_expression_from .*: its expression does not fit this config"):
+        warm_start_module(fresh.replace(params=narrower), expression_run, "expression", "init_expression_from")
+
+
+def test_init_expression_from_nowhere_is_a_one_line_error_and_leaves_no_run(tmp_path, capsys):
+    code, out = cli(capsys, *STAGE1, "--workdir", str(tmp_path / "run"),
+                    f"--config.init_expression_from={tmp_path / 'nowhere'}")
+    assert code == 2 and not (tmp_path / "run").exists()
+    assert len(error_lines(out.err)) == 1
+    assert error_lines(out.err)[0].startswith(
+        f"dex-portrait train: error: init_expression_from {tmp_path / 'nowhere'}:")
 
 
 def test_module_runs_on_one_xdist_worker(request):

@@ -39,7 +39,8 @@ def _image_metrics(predictions, targets, mask, lpips_params):
 
 @jax.jit
 def _expression_transfer(predictions, targets, still_targets, mask):
-    return ExpressionTransfer.from_model_output(predictions=to_model_range(predictions), targets=to_model_range(targets),
+    return ExpressionTransfer.from_model_output(predictions=to_model_range(predictions),
+                                                targets=to_model_range(targets),
                                                 still_targets=to_model_range(still_targets), mask=mask)
 
 

@@ -21,7 +21,7 @@ from dex_jax.train.distributed import initialize_from_environment
 from dex_jax.train.input import make_iterator
 from dex_jax.train.nonfinite import NonFiniteError
 
-STAGES = ("stage1",)
+STAGES = ("stage1", "expression")
 MAY_CHANGE = ("total_steps", "nonfinite_limit", "log.", "checkpoint.", "data.dataset_dir", "data.worker_count",
               "data.worker_buffer_size")
 

@@ -21,7 +21,7 @@ from dex_jax import parallel
 from dex_jax.train import nonfinite
 from dex_jax.train.checkpoint import Checkpointer
 from dex_jax.train.metrics import EventWriter, MetricAccumulator, Progress, image_grid, save_png
-from dex_jax.train.warm_start import warm_start
+from dex_jax.train.warm_start import warm_start, warm_start_module
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,9 @@ def train(config, workdir, stage, data_iterator):
             state = warm_start(state, config.init_from, discriminator=config.init_discriminator)
             log.info("%s params from %s", "generator and discriminator" if config.init_discriminator else "generator",
                      config.init_from)
+        if config.init_expression_from:
+            state = warm_start_module(state, config.init_expression_from, "expression", "init_expression_from")
+            log.info("expression encoder params from %s", config.init_expression_from)
 
     # ------------------------------------------- update step: explicit shardings, donation, AOT compile
     def update(state, batch, frozen):

@@ -7,7 +7,7 @@ from flax import traverse_util
 from dex_jax.train.checkpoint import checkpoint_paths, generator_params, read_checkpoint
 
 
-def _check_shapes(name, source, target, origin):
+def _check_shapes(name, source, target, origin, key="init_from"):
     have = traverse_util.flatten_dict(source, sep="/")
     want = traverse_util.flatten_dict(target, sep="/")
     problems = [f"{k}: missing" for k in want if k not in have]
@@ -15,14 +15,29 @@ def _check_shapes(name, source, target, origin):
                  for k in want if k in have and np.shape(have[k]) != want[k].shape]
     problems += [f"{k}: not in this model" for k in have if k not in want]
     if problems:
-        raise ValueError(f"init_from {origin}: its {name} does not fit this config ({'; '.join(problems[:3])}"
+        raise ValueError(f"{key} {origin}: its {name} does not fit this config ({'; '.join(problems[:3])}"
                          f"{'; ...' if len(problems) > 3 else ''})")
 
 
-def _placed(name, source, target, origin):
-    _check_shapes(name, source, target, origin)
+def _placed(name, source, target, origin, key="init_from"):
+    _check_shapes(name, source, target, origin, key)
     return jax.tree.map(lambda value, like: jax.device_put(np.asarray(value, like.dtype), like.sharding),
                         source, target)
+
+
+def _read(origin, key):
+    try:
+        return read_checkpoint(checkpoint_paths(origin)[0])
+    except ValueError as err:
+        raise ValueError(f"{key} {origin}: {err}") from err
+
+
+def _with_generator(state, generator):
+    """`state` with these generator params, and its generator EMA (where it keeps one) reset to them."""
+    ema = dict(state.ema)
+    if "generator" in ema:
+        ema["generator"] = jax.tree.map(lambda x: x.copy(), generator)
+    return state.replace(params={**state.params, "generator": generator}, ema=ema)
 
 
 def warm_start(state, origin, discriminator=False):
@@ -33,19 +48,28 @@ def warm_start(state, origin, discriminator=False):
     Placed with the shardings `state` has. ValueError, naming init_from, when origin holds no readable checkpoint or no
     discriminator where one is asked for, or names the first mismatched keys when the shapes differ.
     """
-    try:
-        trained = read_checkpoint(checkpoint_paths(origin)[0])
-    except ValueError as err:
-        raise ValueError(f"init_from {origin}: {err}") from err
-    params = dict(state.params)
-    params["generator"] = _placed("generator", generator_params(trained)[0], state.params["generator"], origin)
+    trained = _read(origin, "init_from")
+    state = _with_generator(state, _placed("generator", generator_params(trained)[0], state.params["generator"],
+                                           origin))
     if discriminator:
         if "discriminator" not in trained.get("params", {}):
             raise ValueError(f"init_from {origin}: holds no discriminator (an export keeps only the generator; "
                              f"name the training workdir)")
-        params["discriminator"] = _placed("discriminator", trained["params"]["discriminator"],
-                                          state.params["discriminator"], origin)
-    ema = dict(state.ema)
-    if "generator" in ema:
-        ema["generator"] = jax.tree.map(lambda x: x.copy(), params["generator"])
-    return state.replace(params=params, ema=ema)
+        discriminator_params = _placed("discriminator", trained["params"]["discriminator"],
+                                       state.params["discriminator"], origin)
+        state = state.replace(params={**state.params, "discriminator": discriminator_params})
+    return state
+
+
+def warm_start_module(state, origin, module, key):
+    """`state` with one generator submodule (e.g. "expression") and its EMA taken from the run or export at
+    `origin` (its EMA generator where it has one); the rest of the generator stays as it is. `key` names the
+    config field in errors. ValueError when origin holds no readable checkpoint or no such submodule, or when
+    its shapes differ.
+    """
+    trained = generator_params(_read(origin, key))[0]
+    if module not in trained:
+        raise ValueError(f"{key} {origin}: its generator has no {module!r} (it has {', '.join(sorted(trained))})")
+    generator = dict(state.params["generator"])
+    generator[module] = _placed(module, trained[module], generator[module], origin, key)
+    return _with_generator(state, generator)
