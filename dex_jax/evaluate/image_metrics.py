@@ -1,9 +1,10 @@
 """Per-frame image metrics, pure jnp: PSNR, L1, SSIM (Gaussian window, as scikit-image computes it) and
 expression transfer against a ground-truth target and the same frame with the source's expression.
 
-Every function takes two equal-shape NHWC batches in the same value range, whose width `data_range`
-(max - min of the representable values: 2.0 for images in [-1, 1], 1.0 for [0, 1], 255.0 for uint8
-values) the caller gives, and returns one float32 value per frame, shape (N,).
+Every function takes equal-shape NHWC batches (two, three for expression transfer) in the same value range,
+whose width `data_range` (max - min of the representable values: 2.0 for images in [-1, 1], 1.0 for [0, 1],
+255.0 for uint8 values) the caller gives, and returns one float32 value per frame, shape (N,) (expression
+transfer also a (N,) flag of the frames it measures).
 """
 
 import jax

@@ -31,7 +31,6 @@ import numpy as np
 
 from dex_jax.data import synth_heads
 from dex_jax.data.augment import expression_crop
-from dex_jax.data.synth_face import EXPRESSION_NAMES
 from dex_jax.data.pipeline import to_model
 from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY
 from dex_jax.evaluate.model_runner import read_generator
@@ -129,7 +128,7 @@ def probe(checkpoint, fit, held_out):
             "pose_error_calibrated": pose_errors(calibrate(eval_pose), held_out[2]),
             "leakage_r2": dict(zip(synth_heads.POSE_NAMES, r2.tolist())),
             "leakage_r2_rotation_mean": float(np.mean(r2[:3])),
-            "expression_r2": dict(zip(EXPRESSION_NAMES, expression_r2.tolist())),
+            "expression_r2": dict(zip(synth_heads.EXPRESSION_NAMES, expression_r2.tolist())),
             "expression_r2_mean": float(np.mean(expression_r2))}
 
 
@@ -147,10 +146,11 @@ def markdown(reports, num_fit, num_eval):
     for r in reports:
         cells = [f"{r['leakage_r2'][n]:.3f}" for n in names]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['leakage_r2_rotation_mean']:.3f} |")
+    expressions = synth_heads.EXPRESSION_NAMES
     lines += ["", "Expression carried by the expression latent, R^2 of a linear probe (higher is better):", "",
-              "| Model | " + " | ".join(EXPRESSION_NAMES) + " | mean |", "|---" * (len(EXPRESSION_NAMES) + 2) + "|"]
+              "| Model | " + " | ".join(expressions) + " | mean |", "|---" * (len(expressions) + 2) + "|"]
     for r in reports:
-        cells = [f"{r['expression_r2'][n]:.3f}" for n in EXPRESSION_NAMES]
+        cells = [f"{r['expression_r2'][n]:.3f}" for n in expressions]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['expression_r2_mean']:.3f} |")
     return "\n".join(lines) + "\n"
 
