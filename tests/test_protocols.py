@@ -121,8 +121,8 @@ def assert_accounted(results, with_target, with_still_target=None):
                 assert math.isfinite(float(figures["mean"])), (video.name, name)
 
 
-@pytest.mark.parametrize("protocol,renderer", [("self", True), ("reconstruction", False), ("cross", True), ("disentangled", True),
-                                               ("disentangled", False)])
+@pytest.mark.parametrize("protocol,renderer", [("self", True), ("reconstruction", False), ("cross", True),
+                                               ("disentangled", True), ("disentangled", False)])
 def test_untrained_model_runs_every_protocol_with_finite_metrics(benchmark, scorer, untrained, protocol, renderer):
     bench = benchmark if renderer else dataclasses.replace(benchmark, render=None)
     _, tasks = protocol_tasks(protocol, bench)

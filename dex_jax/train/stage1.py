@@ -134,8 +134,9 @@ def flatten_pose_targets(batch):
 def flatten_expression_targets(batch):
     """Ground-truth driving expressions (B*K, n), aligned with `flatten_pairs`; ValueError if absent."""
     if "driving_expression" not in batch:
-        raise ValueError("loss.expression_supervision > 0 needs ground-truth expressions in the batches, and these "
-                         "have no driving_expression: use a dataset that records them (synth_heads) or set it to 0")
+        raise ValueError("expression supervision (loss.expression_supervision > 0, or stage expression) needs "
+                         "ground-truth expressions in the batches, and these have no driving_expression: use a "
+                         "dataset that records them (synth_heads)")
     return _flat(batch["driving_expression"])
 
 
