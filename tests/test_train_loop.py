@@ -263,7 +263,8 @@ def expression_run(tmp_path_factory):
 def test_expression_pretraining_learns_the_expression_encoder_alone(expression_run):
     records = [json.loads(line) for line in (expression_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
-    assert all(r["expression_supervision"] > 0 and r["constant_guess"] > 0 for r in records)
+    assert all(r["expression_supervision"] > 0 for r in records)
+    assert all(0.04 < r["constant_guess"] < 0.13 for r in records)  # the variance of uniform [0, 1] labels is 1/12
     trained = read_checkpoint(expression_run / "checkpoints")
     assert list(trained["params"]) == ["generator"] and list(trained["params"]["generator"]) == ["expression"]
     assert int(trained["step"]) == 3

@@ -5,9 +5,9 @@ stage pretrains ours on SynthHeads' expression labels, and Stage 1 takes it with
 
     dex-portrait train --config configs/motion_synth.py:1 --config.stage=expression --workdir DIR
 
-One step, on the B*K driving frames of a Stage-1 batch: the L1 error of each expression latent's first n values
-against the frame's n true expression values (`losses.expression_supervision_loss`), Adam, EMA. The logged
-`constant_guess` is the error of the batch's per-value median, the best constant: the encoder has learned
+One step, on the B*K driving frames of a Stage-1 batch: the squared error of each expression latent's first n
+values against the frame's n true expression values (`losses.expression_supervision_loss`), Adam, EMA. The
+logged `constant_guess` is the error of the batch's per-value mean, the best constant: the encoder has learned
 something only below it. The state's params are {"generator": {"expression": ...}}, the place the encoder has
 in a Stage-1 generator, so `warm_start_module(..., "expression", ...)` reads either kind of run.
 """
@@ -60,7 +60,7 @@ def make_stage(config):
         new = state.replace(step=state.step + 1, params={"generator": params}, opt_state={"generator": opt_state},
                             ema={"generator": ema_update(state.ema["generator"], params, config.ema.decay)})
         metrics = {"expression_supervision": loss,
-                   "constant_guess": jnp.mean(jnp.abs(targets - jnp.median(targets, axis=0))),
+                   "constant_guess": jnp.mean(jnp.var(targets, axis=0)),
                    "generator_grad_norm": optax.tree.norm(grads),
                    "learning_rate": jnp.asarray(schedule(state.step), jnp.float32)}
         return new, metrics, (crops[:num_images],)

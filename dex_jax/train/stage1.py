@@ -4,7 +4,7 @@ One step, on B examples of one source and K driving frames flattened to B*K pair
   generator: 10 L1 + 1 LPIPS + 100 face-masked LPIPS + non-saturating adversarial loss, Adam, clipped;
     with loss.pose_supervision > 0, plus that weight times the L1 error of the source and driving poses
     against the batch's ground truth (SynthHeads has it; the paper trains the pose encoder unsupervised);
-    with loss.expression_supervision > 0, plus that weight times the L1 error of the driving expression
+    with loss.expression_supervision > 0, plus that weight times the squared error of the driving expression
     latents' first n values against the n true expression values (the paper's latent is implicit);
     with both LPIPS weights 0, no VGG pass at all (no LPIPS weights loaded, no LPIPS metrics);
     with loss.face_perceptual > 0, plus that weight times the face-landmark-feature distance
