@@ -89,6 +89,11 @@ class SynthHeads(tfds.core.GeneratorBasedBuilder):
         SynthHeadsConfig(name="cpu128", description="128 px, 200 identities (20 test), 1 sequence x 4 views x 32 "
                                                     "frames each: the embedded default model's training set",
                          image_size=128, num_identities=200, num_test_identities=20, num_sequences=1),
+        SynthHeadsConfig(name="cpu128_expressions", description="128 px, 200 identities (20 test), 8 sequences x 1 "
+                                                                "view x 16 frames each: 8 expression tracks per "
+                                                                "identity, for the expression stage",
+                         image_size=128, num_identities=200, num_test_identities=20, num_sequences=8, num_views=1,
+                         num_frames=16),
         SynthHeadsConfig(name="tiny", description="64 px, 8 identities (2 test), 1 sequence x 2 views x 26 frames",
                          image_size=64, num_identities=8, num_test_identities=2, num_sequences=1, num_views=2,
                          num_frames=26),
