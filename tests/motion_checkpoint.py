@@ -10,7 +10,7 @@ from dex_jax.motion.summary import example_inputs
 from dex_jax.train.checkpoint import Checkpointer
 
 
-def write_untrained_run(workdir, step=0):
+def write_untrained_run(workdir, step=0, seed=0):
     """config.json + checkpoints/<step>/state (params, EMA, an Adam-sized optimizer stand-in) in `workdir`.
 
     Weights are drawn with numpy into the shapes `jax.eval_shape` gives (N(0, 0.05^2)), which skips compiling
@@ -21,7 +21,7 @@ def write_untrained_run(workdir, step=0):
     (workdir / "config.json").write_text(config.to_json(indent=2))
     model = config.model
     shapes = nn.unbox(jax.eval_shape(build_motion_trainer(model).init, jax.random.key(0), *example_inputs(model)))
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     params = jax.tree.map(lambda s: rng.normal(0.0, 0.05, s.shape).astype(np.float32), shapes["params"])
     moments = jax.tree.map(np.zeros_like, params)
     checkpoints = Checkpointer(workdir / "checkpoints", keep=1, every_steps=1, async_save=False)

@@ -51,3 +51,14 @@ def test_probe_command_writes_tables(tmp_path, capsys):
     assert "Pose leakage into the expression latent" in table and "| jaw_open |" in table
     assert "Expression carried by the expression latent" in table
     assert cli.main(["probe", "--checkpoint", str(run), "--num-fit", "8"]) == 2
+    other = write_untrained_run(tmp_path / "other", step=3, seed=1)
+    assert cli.main(["probe", "--checkpoint", str(run), "--expression-from", str(other), "--out",
+                     str(tmp_path / "swapped"), "--num-fit", "64", "--num-eval", "32"]) == 0
+    swapped = json.loads((tmp_path / "swapped" / "probe.json").read_text())[0]
+    assert swapped["model"] == "run step 3 (EMA generator), expression encoder from other"
+    assert swapped["pose_error_raw"] == report["pose_error_raw"]  # the pose encoder is the probed model's
+    assert swapped["expression_r2"] != report["expression_r2"]
+    capsys.readouterr()
+    assert cli.main(["probe", "--checkpoint", str(run), "--expression-from", str(tmp_path / "nowhere")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dex-portrait probe")]
+    assert errors and errors[0].startswith(f"dex-portrait probe: error: --expression-from {tmp_path / 'nowhere'}: ")

@@ -1,6 +1,6 @@
 """`dex-portrait probe`: a Stage-1 model's pose encoder and expression latent against SynthHeads ground truth.
 
-    dex-portrait probe --checkpoint CKPT [--checkpoint CKPT2 ...] [--out DIR]
+    dex-portrait probe --checkpoint CKPT [--checkpoint CKPT2 ...] [--expression-from RUN] [--out DIR]
 
 Frames are rendered on the fly at RENDER_SIZE px with uniform random poses in PROBE_POSE_RANGES (the range
 the multi-view SynthHeads builds cover: camera yaw up to 30 degrees plus head yaw up to 12, and so on) and
@@ -17,7 +17,8 @@ Reported per checkpoint, on the evaluation set:
                   roll). High R^2 means head pose leaks into the expression latent (the paper's Fig. 10).
   expression R^2  the same probe from the expression latent to the ground-truth expression values (per value
                   and the mean): how much of the expression the latent carries for the decoder to draw.
-Writes DIR/probe.md and DIR/probe.json.
+With --expression-from, every checkpoint is probed with the expression encoder of RUN (a run of stage
+`expression`, or any Stage-1 run or export) in place of its own. Writes DIR/probe.md and DIR/probe.json.
 """
 
 import argparse
@@ -35,6 +36,7 @@ from dex_jax.data.pipeline import to_model
 from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY
 from dex_jax.evaluate.model_runner import read_generator
 from dex_jax.motion.motion_trainer import build_motion_trainer
+from dex_jax.train.checkpoint import checkpoint_paths, generator_params, read_checkpoint
 
 DEG = math.pi / 180
 PROBE_POSE_RANGES = {"yaw": (-40 * DEG, 40 * DEG), "pitch": (-20 * DEG, 20 * DEG), "roll": (-12 * DEG, 12 * DEG),
@@ -113,9 +115,28 @@ def ridge_probe_r2(fit_x, fit_y, eval_x, eval_y, ridge=RIDGE):
     return 1.0 - (residual ** 2).sum(0) / ((eval_y - eval_y.mean(0)) ** 2).sum(0)
 
 
-def probe(checkpoint, fit, held_out):
-    """The report dict of one checkpoint on the (images, boxes, poses, expressions) fit and evaluation sets."""
+def with_expression_encoder(params, run):
+    """Generator params with the expression encoder (EMA where kept) of `run`; ValueError if it has none or
+    its shapes differ."""
+    try:
+        encoder = generator_params(read_checkpoint(checkpoint_paths(run)[0]))[0].get("expression")
+    except ValueError as err:
+        raise ValueError(f"--expression-from {run}: {err}") from err
+    if encoder is None:
+        raise ValueError(f"--expression-from {run}: its generator has no expression encoder")
+    shapes = jax.tree.map(np.shape, encoder)
+    if shapes != jax.tree.map(np.shape, params["expression"]):
+        raise ValueError(f"--expression-from {run}: its expression encoder does not fit the probed model's")
+    return {**params, "expression": encoder}
+
+
+def probe(checkpoint, fit, held_out, expression_from=None):
+    """The report dict of one checkpoint on the (images, boxes, poses, expressions) fit and evaluation sets,
+    with the expression encoder of the run `expression_from` if given."""
     model_config, params, data_config, description = read_generator(checkpoint)
+    if expression_from:
+        params = with_expression_encoder(params, expression_from)
+        description += f", expression encoder from {Path(expression_from).name}"
     poses, latents = encode(model_config, params, data_config, np.concatenate([fit[0], held_out[0]]),
                             np.concatenate([fit[1], held_out[1]]))
     n = len(fit[0])
@@ -159,6 +180,8 @@ def main(argv):
     parser = argparse.ArgumentParser(prog="dex-portrait probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", action="append", required=True, help="a training workdir or export")
+    parser.add_argument("--expression-from", default=None, type=Path,
+                        help="probe with this run's expression encoder (e.g. a run of stage expression)")
     parser.add_argument("--out", default="out/probe", type=Path, help="folder for probe.md and probe.json")
     parser.add_argument("--num-fit", default=1024, type=int, help="fit-set frames")
     parser.add_argument("--num-eval", default=512, type=int, help="evaluation-set frames")
@@ -167,7 +190,7 @@ def main(argv):
         raise ValueError("--num-fit must be at least 64 and --num-eval at least 16")
     fit = probe_frames(args.num_fit, (0, FIT_IDENTITIES), seed=0)
     held_out = probe_frames(args.num_eval, (HELD_OUT_FIRST_IDENTITY, HELD_OUT_FIRST_IDENTITY + 1000), seed=1)
-    reports = [probe(c, fit, held_out) for c in args.checkpoint]
+    reports = [probe(c, fit, held_out, args.expression_from) for c in args.checkpoint]
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(reports, args.num_fit, args.num_eval)
     for name, text in (("probe.md", table), ("probe.json", json.dumps(reports, indent=2))):
