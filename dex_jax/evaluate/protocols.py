@@ -66,12 +66,13 @@ class VideoScore:
     scores: dict
 
 
-def _still_target(benchmark, source_clip, poses):
-    """The renderer's frames of the source clip's identity with `poses` and its frame 0's expression, or None."""
-    if benchmark.render is None or source_clip.identity is None:
+def _still_target(benchmark, source_clip, pose_clip, frames):
+    """The renderer's frames of the source clip's identity with pose_clip's poses[frames] and the source clip's
+    frame-0 expression, or None without a renderer."""
+    if benchmark.render is None:
         return None
-    expressions = np.repeat(source_clip.expressions[:1], len(poses), axis=0)
-    return benchmark.render(source_clip.identity, poses, expressions)
+    poses = pose_clip.poses[frames]
+    return benchmark.render(source_clip.identity, poses, np.repeat(source_clip.expressions[:1], len(poses), axis=0))
 
 
 def self_reenactment(benchmark):
@@ -79,8 +80,8 @@ def self_reenactment(benchmark):
     tasks = []
     for clip in benchmark.clips:
         driving = clip.frames[1:]
-        still = _still_target(benchmark, clip, None if clip.poses is None else clip.poses[1:])
-        tasks.append(Task(clip.name, clip.frames[0], driving, driving, driving, still))
+        tasks.append(Task(clip.name, clip.frames[0], driving, driving, driving,
+                          _still_target(benchmark, clip, clip, slice(1, None))))
     return tasks
 
 
@@ -132,7 +133,7 @@ def ground_truth_disentangled(benchmark):
         n = min(len(b.frames), len(c.frames))
         target = benchmark.render(a.identity, b.poses[:n], c.expressions[:n])
         tasks.append(Task(f"{a.name}__{b.name}__{c.name}", a.frames[0], b.frames[:n], c.frames[:n], target,
-                          _still_target(benchmark, a, b.poses[:n])))
+                          _still_target(benchmark, a, b, slice(0, n))))
     return tasks
 
 

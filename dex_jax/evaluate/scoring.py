@@ -27,21 +27,17 @@ def to_model_range(frames):
 
 
 @jax.jit
-def _image_metrics(predictions, targets, mask, lpips_params):
+def _image_metrics(predictions, targets, mask, lpips_params, still_targets):
     p, t = to_model_range(predictions), to_model_range(targets)
     scores = {"psnr": PSNR.from_model_output(predictions=p, targets=t, mask=mask),
               "ssim": SSIM.from_model_output(predictions=p, targets=t, mask=mask),
               "l1": L1.from_model_output(predictions=p, targets=t, mask=mask)}
     if lpips_params is not None:
         scores["lpips"] = LPIPS.from_model_output(predictions=p, targets=t, lpips_params=lpips_params, mask=mask)
+    if still_targets is not None:
+        scores["expression_transfer"] = ExpressionTransfer.from_model_output(
+            predictions=p, targets=t, still_targets=to_model_range(still_targets), mask=mask)
     return scores
-
-
-@jax.jit
-def _expression_transfer(predictions, targets, still_targets, mask):
-    return ExpressionTransfer.from_model_output(predictions=to_model_range(predictions),
-                                                targets=to_model_range(targets),
-                                                still_targets=to_model_range(still_targets), mask=mask)
 
 
 def merge_scores(a, b):
@@ -67,11 +63,9 @@ class Scorer:
         for start in range(0, n, IMAGE_CHUNK):
             take = np.minimum(np.arange(start, start + IMAGE_CHUNK), n - 1)
             mask = np.arange(start, start + IMAGE_CHUNK) < n
-            chunk = _image_metrics(predictions[take], targets[take], mask, self.lpips_params)
-            if still_targets is not None:
-                chunk["expression_transfer"] = _expression_transfer(predictions[take], targets[take],
-                                                                    still_targets[take], mask)
-            scores = merge_scores(scores, chunk)
+            still = None if still_targets is None else still_targets[take]
+            scores = merge_scores(scores, _image_metrics(predictions[take], targets[take], mask, self.lpips_params,
+                                                         still))
         return scores
 
     def identity_scores(self, predictions, source):

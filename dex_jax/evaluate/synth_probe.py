@@ -36,7 +36,7 @@ from dex_jax.data.pipeline import to_model
 from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY
 from dex_jax.evaluate.model_runner import read_generator
 from dex_jax.motion.motion_trainer import build_motion_trainer
-from dex_jax.train.checkpoint import checkpoint_paths, generator_params, read_checkpoint
+from dex_jax.train.warm_start import check_fits, trained_module
 
 DEG = math.pi / 180
 PROBE_POSE_RANGES = {"yaw": (-40 * DEG, 40 * DEG), "pitch": (-20 * DEG, 20 * DEG), "roll": (-12 * DEG, 12 * DEG),
@@ -118,15 +118,8 @@ def ridge_probe_r2(fit_x, fit_y, eval_x, eval_y, ridge=RIDGE):
 def with_expression_encoder(params, run):
     """Generator params with the expression encoder (EMA where kept) of `run`; ValueError if it has none or
     its shapes differ."""
-    try:
-        encoder = generator_params(read_checkpoint(checkpoint_paths(run)[0]))[0].get("expression")
-    except ValueError as err:
-        raise ValueError(f"--expression-from {run}: {err}") from err
-    if encoder is None:
-        raise ValueError(f"--expression-from {run}: its generator has no expression encoder")
-    shapes = jax.tree.map(np.shape, encoder)
-    if shapes != jax.tree.map(np.shape, params["expression"]):
-        raise ValueError(f"--expression-from {run}: its expression encoder does not fit the probed model's")
+    encoder = trained_module(run, "expression", "--expression-from")
+    check_fits("expression", encoder, params["expression"], run, "--expression-from")
     return {**params, "expression": encoder}
 
 

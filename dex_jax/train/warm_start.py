@@ -7,7 +7,8 @@ from flax import traverse_util
 from dex_jax.train.checkpoint import checkpoint_paths, generator_params, read_checkpoint
 
 
-def _check_shapes(name, source, target, origin, key="init_from"):
+def check_fits(name, source, target, origin, key="init_from"):
+    """ValueError, naming `key` and the first mismatched keys, unless param trees `source` and `target` match."""
     have = traverse_util.flatten_dict(source, sep="/")
     want = traverse_util.flatten_dict(target, sep="/")
     problems = [f"{k}: missing" for k in want if k not in have]
@@ -20,7 +21,7 @@ def _check_shapes(name, source, target, origin, key="init_from"):
 
 
 def _placed(name, source, target, origin, key="init_from"):
-    _check_shapes(name, source, target, origin, key)
+    check_fits(name, source, target, origin, key)
     return jax.tree.map(lambda value, like: jax.device_put(np.asarray(value, like.dtype), like.sharding),
                         source, target)
 
@@ -67,9 +68,15 @@ def warm_start_module(state, origin, module, key):
     config field in errors. ValueError when origin holds no readable checkpoint or no such submodule, or when
     its shapes differ.
     """
+    generator = dict(state.params["generator"])
+    generator[module] = _placed(module, trained_module(origin, module, key), generator[module], origin, key)
+    return _with_generator(state, generator)
+
+
+def trained_module(origin, module, key):
+    """One generator submodule's params (EMA where kept) of the run or export at `origin`, as numpy arrays;
+    ValueError naming `key` when origin holds no readable checkpoint or no such submodule."""
     trained = generator_params(_read(origin, key))[0]
     if module not in trained:
         raise ValueError(f"{key} {origin}: its generator has no {module!r} (it has {', '.join(sorted(trained))})")
-    generator = dict(state.params["generator"])
-    generator[module] = _placed(module, trained[module], generator[module], origin, key)
-    return _with_generator(state, generator)
+    return trained[module]
