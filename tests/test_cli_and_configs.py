@@ -10,7 +10,7 @@ import pytest
 
 from dex_jax.config_loading import ConfigError, apply_overrides, load_config
 from dex_jax.motion.summary import parameter_counts
-from dex_jax.train import stage1
+from dex_jax.train import expression, stage1
 
 
 def test_variants_and_overrides():
@@ -33,7 +33,7 @@ def test_config_errors(spec, overrides, message):
 @pytest.mark.parametrize("spec", ["configs/motion_paper.py", "configs/motion_synth.py:1", "configs/motion_synth.py:2",
                                   "configs/motion_synth.py:3", "configs/motion_synth.py:4", "configs/motion_synth.py:5",
                                   "configs/motion_synth.py:6", "configs/motion_synth.py:7", "configs/motion_synth.py:8",
-                                  "configs/motion_test.py"])
+                                  "configs/motion_synth.py:9", "configs/motion_test.py"])
 def test_shipped_train_configs_are_consistent(spec):
     config = load_config(spec)
     stage1.check_config(config)
@@ -41,6 +41,14 @@ def test_shipped_train_configs_are_consistent(spec):
     assert not weights.detach_warp_pose or weights.pose_supervision > 0
     shapes = jax.eval_shape(stage1.make_stage(config, lpips={}).init, jax.random.key(0))
     assert set(config.optimizer.generator_lr_multipliers) <= set(shapes.params["generator"])
+
+
+def test_expression_phase_config_is_an_expression_stage_on_expression_tracks():
+    config = load_config("configs/motion_synth.py:expression")
+    assert config.stage == "expression" and config.data.dataset_dir.endswith("cpu128_expressions/1.0.0")
+    expression.check_config(config)
+    shapes = jax.eval_shape(expression.make_stage(config).init, jax.random.key(0))
+    assert set(shapes.params["generator"]) == {"expression"}
 
 
 def run_cli(*args):

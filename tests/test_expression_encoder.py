@@ -159,3 +159,25 @@ def test_trunk_of_another_config_is_refused(fan_params):
     params = jax.eval_shape(encoder.init, jax.random.key(0), crop)["params"]
     with pytest.raises(ValueError, match="configs differ"):
         with_fan_trunk(params, fan_params)
+
+
+def test_group_norm_trunk_has_the_affine_trunks_params_and_ignores_input_contrast():
+    image = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+    group, affine = FAN(16, 1, 4, norm="group"), FAN(16, 1, 4, norm="affine")
+    params = group.init(jax.random.key(1), image)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, affine.init(jax.random.key(1), image))
+    for model, invariant in ((group, True), (affine, False)):
+        _, features = model.apply(params, image)
+        _, scaled = model.apply(params, 3.0 * image)
+        assert np.allclose(features, scaled, atol=1e-4) == invariant
+
+
+def test_unknown_norm_is_refused():
+    with pytest.raises(ValueError, match="FAN norm must be one of"):
+        FAN(16, 1, 4, norm="batch").init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_encoders_of_configs_without_norm_keep_the_affine_trunk():
+    cfg = _expression_config("tiny")
+    del cfg["norm"]
+    assert cfg != _expression_config("tiny") and ExpressionEncoder(**cfg).norm == "affine"

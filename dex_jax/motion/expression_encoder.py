@@ -10,7 +10,7 @@ from dex_jax.nn.layers import conv2d, dense
 class ExpressionEncoder(nn.Module):
     """Face crop (N, image_size, image_size, 3) in [-1, 1] -> expression latent (N, latent_dim).
 
-    The FAN trunk sees the crop in [0, 1], as face-alignment's FAN does. The head reads the trunk
+    The FAN trunk sees the crop in [0, 1], as face-alignment's FAN does; `norm` is its normalisation (fan.NORMS). The head reads the trunk
     features with the landmark heatmaps: two stride-2 3x3 convs, global average pool, dense.
     """
 
@@ -20,6 +20,7 @@ class ExpressionEncoder(nn.Module):
     num_landmarks: int = 68
     latent_dim: int = 512
     dtype: object = None
+    norm: str = "affine"
 
     @nn.compact
     def __call__(self, image):
@@ -27,7 +28,7 @@ class ExpressionEncoder(nn.Module):
         if image.ndim != 4 or tuple(image.shape[1:]) != (size, size, 3):
             raise ValueError(
                 f"expression encoder expects face crops of shape (N, {size}, {size}, 3), got {tuple(image.shape)}")
-        heatmaps, features = FAN(self.channels, self.hourglass_depth, self.num_landmarks, self.dtype,
+        heatmaps, features = FAN(self.channels, self.hourglass_depth, self.num_landmarks, self.dtype, self.norm,
                                  name="fan")((image + 1) / 2)
         x = jnp.concatenate([features, heatmaps], axis=-1)
         x = nn.relu(conv2d(self.channels, 3, strides=2, padding=1, dtype=self.dtype, name="head_conv1")(x))

@@ -1,9 +1,21 @@
-"""FAN trunk as in face-alignment's `FAN(num_modules=1)`, with channel width, hourglass depth and landmarks as fields."""
+"""FAN trunk as in face-alignment's `FAN(num_modules=1)`, with width, hourglass depth, landmarks and norm as fields."""
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dex_jax.diffusion.norms import group_norm
 from dex_jax.nn.layers import Affine, conv2d
+
+NORMS = ("affine", "group")
+
+
+def norm_layer(kind, dtype, name):
+    """The trunk's normalisation: `affine`, a frozen BatchNorm folded to scale and shift (what imported weights
+    need), or `group`, GroupNorm with at most 32 groups of at least 4 channels (what training from scratch
+    needs). Both hold the params `scale` and `bias`, so one checkpoint fits either."""
+    if kind == "affine":
+        return Affine(dtype, name=name)
+    return lambda x: group_norm(max(1, min(32, x.shape[-1] // 4)), 1e-5, dtype, name)(x)
 
 
 def avg_pool_2x2(x):
@@ -24,11 +36,12 @@ class ConvBlock(nn.Module):
 
     features: int
     dtype: object = None
+    norm: str = "affine"
 
     @nn.compact
     def __call__(self, x):
         def bn_relu_conv(h, width, index):
-            h = nn.relu(Affine(self.dtype, name=f"bn{index}")(h))
+            h = nn.relu(norm_layer(self.norm, self.dtype, f"bn{index}")(h))
             return conv2d(width, 3, padding=1, use_bias=False, dtype=self.dtype, name=f"conv{index}")(h)
 
         out1 = bn_relu_conv(x, self.features // 2, 1)
@@ -36,7 +49,7 @@ class ConvBlock(nn.Module):
         out3 = bn_relu_conv(out2, self.features // 4, 3)
         residual = x
         if x.shape[-1] != self.features:
-            residual = nn.relu(Affine(self.dtype, name="downsample_0")(x))
+            residual = nn.relu(norm_layer(self.norm, self.dtype, "downsample_0")(x))
             residual = conv2d(self.features, 1, padding=0, use_bias=False, dtype=self.dtype,
                               name="downsample_2")(residual)
         return jnp.concatenate([out1, out2, out3], axis=-1) + residual
@@ -48,11 +61,12 @@ class HourGlass(nn.Module):
     depth: int
     features: int
     dtype: object = None
+    norm: str = "affine"
 
     @nn.compact
     def __call__(self, x):
         def block(name):
-            return ConvBlock(self.features, self.dtype, name=name)
+            return ConvBlock(self.features, self.dtype, self.norm, name=name)
 
         def level(index, inp):
             upper = block(f"b1_{index}")(inp)
@@ -70,12 +84,14 @@ class FAN(nn.Module):
     With the defaults this is face-alignment's single-stack FAN; submodule names mirror its parameter names.
     The stem widths are channels/4 and channels/2 (64 and 128 at 256). Sizes that are not multiples of
     4 * 2**hourglass_depth (224 with depth 4) work too: pooling keeps odd edges and upsampling crops.
+    `norm` is one of NORMS (see norm_layer).
     """
 
     channels: int = 256
     hourglass_depth: int = 4
     num_landmarks: int = 68
     dtype: object = None
+    norm: str = "affine"
 
     @nn.compact
     def __call__(self, x):
@@ -83,17 +99,19 @@ class FAN(nn.Module):
             raise ValueError(f"FAN channels must be a positive multiple of 8, got {self.channels}")
         if self.hourglass_depth < 1:
             raise ValueError(f"FAN hourglass_depth must be at least 1, got {self.hourglass_depth}")
+        if self.norm not in NORMS:
+            raise ValueError(f"FAN norm must be one of {NORMS}, got {self.norm!r}")
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"FAN expects RGB images of shape (N, H, W, 3), got {x.shape}")
-        c, dt = self.channels, self.dtype
+        c, dt, norm = self.channels, self.dtype, self.norm
         x = conv2d(c // 4, 7, strides=2, padding=3, dtype=dt, name="conv1")(x)
-        x = nn.relu(Affine(dt, name="bn1")(x))
-        x = avg_pool_2x2(ConvBlock(c // 2, dt, name="conv2")(x))
-        x = ConvBlock(c // 2, dt, name="conv3")(x)
-        x = ConvBlock(c, dt, name="conv4")(x)
-        x = HourGlass(self.hourglass_depth, c, dt, name="m0")(x)
-        x = ConvBlock(c, dt, name="top_m_0")(x)
+        x = nn.relu(norm_layer(norm, dt, "bn1")(x))
+        x = avg_pool_2x2(ConvBlock(c // 2, dt, norm, name="conv2")(x))
+        x = ConvBlock(c // 2, dt, norm, name="conv3")(x)
+        x = ConvBlock(c, dt, norm, name="conv4")(x)
+        x = HourGlass(self.hourglass_depth, c, dt, norm, name="m0")(x)
+        x = ConvBlock(c, dt, norm, name="top_m_0")(x)
         x = conv2d(c, 1, padding=0, dtype=dt, name="conv_last0")(x)
-        features = nn.relu(Affine(dt, name="bn_end0")(x))
+        features = nn.relu(norm_layer(norm, dt, "bn_end0")(x))
         heatmaps = conv2d(self.num_landmarks, 1, padding=0, dtype=dt, name="l0")(features)
         return heatmaps, features
