@@ -51,13 +51,17 @@ def test_probe_command_writes_tables(tmp_path, capsys):
     assert "Pose leakage into the expression latent" in table and "| jaw_open |" in table
     assert "Expression carried by the expression latent" in table
     assert cli.main(["probe", "--checkpoint", str(run), "--num-fit", "8"]) == 2
-    other = write_untrained_run(tmp_path / "other", step=3, seed=1)
+    other = write_untrained_run(tmp_path / "other", step=3, seed=1, expression_norm="affine")
+    assert cli.main(["probe", "--checkpoint", str(run), "--checkpoint", str(other), "--out", str(tmp_path / "both"),
+                     "--num-fit", "64", "--num-eval", "32"]) == 0
+    own = json.loads((tmp_path / "both" / "probe.json").read_text())[1]
     assert cli.main(["probe", "--checkpoint", str(run), "--expression-from", str(other), "--out",
                      str(tmp_path / "swapped"), "--num-fit", "64", "--num-eval", "32"]) == 0
     swapped = json.loads((tmp_path / "swapped" / "probe.json").read_text())[0]
     assert swapped["model"] == "run step 3 (EMA generator), expression encoder from other"
     assert swapped["pose_error_raw"] == report["pose_error_raw"]  # the pose encoder is the probed model's
     assert swapped["expression_r2"] != report["expression_r2"]
+    assert swapped["expression_r2"] == pytest.approx(own["expression_r2"], abs=1e-6)  # built as other builds it
     capsys.readouterr()
     assert cli.main(["probe", "--checkpoint", str(run), "--expression-from", str(tmp_path / "nowhere")]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dex-portrait probe")]

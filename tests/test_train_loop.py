@@ -275,7 +275,8 @@ def test_warm_start_module_takes_the_expression_encoder_and_nothing_else(stage1_
     zeros = jax.tree.map(jnp.zeros_like, trained["ema"]["generator"])
     fresh = create_state({"generator": zeros}, {"generator": optax.sgd(1.0)}, jax.random.PRNGKey(0),
                          ema_names=("generator",))
-    state = warm_start_module(fresh, expression_run, "expression", "init_expression_from")
+    model = load_config("configs/motion_test.py").model
+    state = warm_start_module(fresh, expression_run, "expression", "init_expression_from", model)
     want = read_checkpoint(expression_run / "checkpoints")["ema"]["generator"]["expression"]
     for tree in (state.params["generator"]["expression"], state.ema["generator"]["expression"]):
         for got, value in zip(jax.tree.leaves(tree), jax.tree.leaves(want)):
@@ -284,11 +285,15 @@ def test_warm_start_module_takes_the_expression_encoder_and_nothing_else(stage1_
     assert rest and all(np.all(x == 0) for x in jax.tree.leaves(rest))
     with pytest.raises(ValueError,
                        match=r"init_expression_from .*: its generator has no 'mouth' \(it has expression\)"):
-        warm_start_module(fresh, expression_run, "mouth", "init_expression_from")
+        warm_start_module(fresh, expression_run, "mouth", "init_expression_from", model)
     narrower = jax.tree.map(lambda x: x, fresh.params)
     narrower["generator"]["expression"] = {"head_dense": narrower["generator"]["expression"]["head_dense"]}
     with pytest.raises(ValueError, match=r"init_expression_from .*: its expression does not fit this config"):
-        warm_start_module(fresh.replace(params=narrower), expression_run, "expression", "init_expression_from")
+        warm_start_module(fresh.replace(params=narrower), expression_run, "expression", "init_expression_from", model)
+    model.expression.norm = "affine"
+    with pytest.raises(ValueError, match=r"init_expression_from .*: its expression is built differently "
+                                         r"\(norm='group' there, 'affine' here\)"):
+        warm_start_module(fresh, expression_run, "expression", "init_expression_from", model)
 
 
 def test_init_expression_from_nowhere_is_a_one_line_error_and_leaves_no_run(tmp_path, capsys):

@@ -36,7 +36,7 @@ from dex_jax.data.pipeline import to_model
 from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY
 from dex_jax.evaluate.model_runner import read_generator
 from dex_jax.motion.motion_trainer import build_motion_trainer
-from dex_jax.train.warm_start import check_fits, trained_module
+from dex_jax.train.warm_start import check_fits, trained_model_config, trained_module
 
 DEG = math.pi / 180
 PROBE_POSE_RANGES = {"yaw": (-40 * DEG, 40 * DEG), "pitch": (-20 * DEG, 20 * DEG), "roll": (-12 * DEG, 12 * DEG),
@@ -115,12 +115,14 @@ def ridge_probe_r2(fit_x, fit_y, eval_x, eval_y, ridge=RIDGE):
     return 1.0 - (residual ** 2).sum(0) / ((eval_y - eval_y.mean(0)) ** 2).sum(0)
 
 
-def with_expression_encoder(params, run):
-    """Generator params with the expression encoder (EMA where kept) of `run`; ValueError if it has none or
-    its shapes differ."""
+def with_expression_encoder(model_config, params, run):
+    """(model config, generator params) with the expression encoder of `run`, its config and params (EMA where
+    kept); ValueError if it has none or its shapes differ."""
     encoder = trained_module(run, "expression", "--expression-from")
     check_fits("expression", encoder, params["expression"], run, "--expression-from")
-    return {**params, "expression": encoder}
+    model_config = model_config.copy_and_resolve_references()
+    model_config.expression = trained_model_config(run, "--expression-from").expression
+    return model_config, {**params, "expression": encoder}
 
 
 def probe(checkpoint, fit, held_out, expression_from=None):
@@ -128,7 +130,7 @@ def probe(checkpoint, fit, held_out, expression_from=None):
     with the expression encoder of the run `expression_from` if given."""
     model_config, params, data_config, description = read_generator(checkpoint)
     if expression_from:
-        params = with_expression_encoder(params, expression_from)
+        model_config, params = with_expression_encoder(model_config, params, expression_from)
         description += f", expression encoder from {Path(expression_from).name}"
     poses, latents = encode(model_config, params, data_config, np.concatenate([fit[0], held_out[0]]),
                             np.concatenate([fit[1], held_out[1]]))

@@ -1,5 +1,6 @@
 """The Stage-1 motion trainer: (source, pose input, expression input) -> reenacted image (Fig. 2a)."""
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -102,6 +103,12 @@ def build_motion_trainer(config: ml_collections.ConfigDict) -> MotionTrainer:
         appearance_latent=_build(AppearanceLatent, "appearance_latent", config.appearance_latent, dtype),
         decoder=_build(ExpressionConditionedDecoder, "decoder", config.decoder, dtype),
     )
+
+
+def submodule_fields(config: ml_collections.ConfigDict, name: str) -> dict:
+    """The fields submodule `name` of the motion trainer `config` describes is built with, defaults filled in."""
+    submodule = getattr(build_motion_trainer(config), name)
+    return {f.name: getattr(submodule, f.name) for f in dataclasses.fields(submodule) if f.name not in ("parent", "name")}
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> Discriminator:

@@ -127,7 +127,8 @@ def train(config, workdir, stage, data_iterator):
             log.info("%s params from %s", "generator and discriminator" if config.init_discriminator else "generator",
                      config.init_from)
         if config.init_expression_from:
-            state = warm_start_module(state, config.init_expression_from, "expression", "init_expression_from")
+            state = warm_start_module(state, config.init_expression_from, "expression", "init_expression_from",
+                                      config.model)
             log.info("expression encoder params from %s", config.init_expression_from)
 
     # ------------------------------------------- update step: explicit shardings, donation, AOT compile

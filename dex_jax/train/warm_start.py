@@ -4,7 +4,8 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from dex_jax.train.checkpoint import checkpoint_paths, generator_params, read_checkpoint
+from dex_jax.motion.motion_trainer import submodule_fields
+from dex_jax.train.checkpoint import checkpoint_paths, generator_params, read_checkpoint, read_train_config
 
 
 def check_fits(name, source, target, origin, key="init_from"):
@@ -62,14 +63,34 @@ def warm_start(state, origin, discriminator=False):
     return state
 
 
-def warm_start_module(state, origin, module, key):
+def trained_model_config(origin, key):
+    """The motion-model config (`model`) the run or export at `origin` was trained with; ValueError naming `key`."""
+    config = read_train_config(checkpoint_paths(origin)[1])
+    if "model" not in config:
+        raise ValueError(f"{key} {origin}: its config has no `model` section: not a motion-trainer run")
+    return config.model
+
+
+def check_same_module(origin, module, model_config, key):
+    """ValueError, naming `key` and the first differing field, unless `origin` built generator submodule `module`
+    as `model_config` builds it (a module may match in shapes and still compute differently, e.g. its norm)."""
+    have = submodule_fields(trained_model_config(origin, key), module)
+    want = submodule_fields(model_config, module)
+    differ = [f"{k}={have[k]!r} there, {want[k]!r} here" for k in want if have[k] != want[k] and k != "dtype"]
+    if differ:
+        raise ValueError(f"{key} {origin}: its {module} is built differently ({'; '.join(differ)})")
+
+
+def warm_start_module(state, origin, module, key, model_config):
     """`state` with one generator submodule (e.g. "expression") and its EMA taken from the run or export at
     `origin` (its EMA generator where it has one); the rest of the generator stays as it is. `key` names the
     config field in errors. ValueError when origin holds no readable checkpoint or no such submodule, or when
-    its shapes differ.
+    its shapes or its module fields differ from `model_config`'s.
     """
+    trained = trained_module(origin, module, key)
+    check_same_module(origin, module, model_config, key)
     generator = dict(state.params["generator"])
-    generator[module] = _placed(module, trained_module(origin, module, key), generator[module], origin, key)
+    generator[module] = _placed(module, trained, generator[module], origin, key)
     return _with_generator(state, generator)
 
 
