@@ -108,7 +108,8 @@ def build_motion_trainer(config: ml_collections.ConfigDict) -> MotionTrainer:
 def submodule_fields(config: ml_collections.ConfigDict, name: str) -> dict:
     """The fields submodule `name` of the motion trainer `config` describes is built with, defaults filled in."""
     submodule = getattr(build_motion_trainer(config), name)
-    return {f.name: getattr(submodule, f.name) for f in dataclasses.fields(submodule) if f.name not in ("parent", "name")}
+    return {f.name: getattr(submodule, f.name) for f in dataclasses.fields(submodule)
+            if f.name not in ("parent", "name")}
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
