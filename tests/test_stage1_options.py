@@ -63,7 +63,7 @@ def test_expression_term_trains_only_the_expression_encoder_through_reenact_s_la
 
     grads, latent = jax.jit(jax.grad(term, has_aux=True))(params)
     np.testing.assert_allclose(latent, model.apply({"params": params}, crop, method=model.encode_expression),
-                               rtol=1e-6)
+                               rtol=1e-5, atol=1e-6)  # jitted with a gradient against unjitted: GroupNorm rounds
     norms = {name: float(optax.tree.norm(tree)) for name, tree in grads.items()}
     assert norms.pop("expression") > 0 and max(norms.values()) == 0.0
 
