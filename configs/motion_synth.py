@@ -23,8 +23,8 @@ generator's lr (optimizer.generator_lr_multipliers).
     L1 and the face-feature term had stopped sharpening the faces.
   expression: the expression encoder alone (stage `expression`), 8,000 steps on the true expressions of
     SynthHeads cpu128_expressions (8 expression tracks per identity): phases 1 to 8 left its latent without
-    expression (probe R^2 below 0), the paper's pretrained FAN has no SynthHeads counterpart, and its trunk
-    trains from scratch only with GroupNorm (model.expression.norm).
+    expression (probe R^2 below 0), and the paper's pretrained FAN has no SynthHeads counterpart. Its trunk
+    trains from scratch with GroupNorm (model.expression.norm = "group"), not unnormalised as in phases 1 to 8.
   phase 9: from phase 8's generator and discriminator, with the expression phase's encoder
     (init_expression_from), 1,500 steps of phase 8's recipe that keep the labels on the expression latent
     (loss.expression_supervision), so that the decoder learns to draw what it reads.
@@ -108,11 +108,13 @@ def _phase_8(config):
 def _phase_9(config):
     _phase_8(config)
     config.total_steps = 1_500
+    config.model.expression.norm = "group"
     config.loss.expression_supervision = 1.0
 
 
 def _expression(config):
     config.stage = "expression"
+    config.model.expression.norm = "group"
     config.total_steps = 8_000
     config.data.dataset_dir = os.path.expanduser("~/tensorflow_datasets/synth_heads/cpu128_expressions/1.0.0")
     config.data.batch_size = 16
@@ -128,6 +130,7 @@ PHASES = {"1": _phase_1, "2": _phase_2, "3": _phase_3, "4": _phase_4, "5": _phas
 def get_config(phase="8"):
     config = load_config("configs/motion_paper.py")
     config.model = load_config("configs/motion_model.py:tiny")
+    config.model.expression.norm = "affine"  # phases 1 to 8 trained the FAN trunk unnormalised
 
     config.data.dataset_dir = os.path.expanduser("~/tensorflow_datasets/synth_heads/cpu128/1.0.0")
     config.data.batch_size = 4

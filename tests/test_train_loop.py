@@ -218,7 +218,8 @@ def test_warm_start_takes_the_generator_and_nothing_else(stage1_run, tmp_path):
     discriminator = jax.tree.map(jnp.ones_like, trained["params"]["discriminator"])
     fresh = create_state({"generator": zeros, "discriminator": discriminator},
                          {"generator": optax.sgd(1.0)}, jax.random.PRNGKey(0), ema_names=("generator",))
-    state = warm_start(fresh, stage1_run)
+    model = load_config("configs/motion_test.py").model
+    state = warm_start(fresh, stage1_run, model)
     for got, want in zip(jax.tree.leaves(state.params["generator"]), jax.tree.leaves(trained["ema"]["generator"])):
         np.testing.assert_array_equal(got, want)
     for got, want in zip(jax.tree.leaves(state.ema["generator"]), jax.tree.leaves(trained["ema"]["generator"])):
@@ -228,27 +229,33 @@ def test_warm_start_takes_the_generator_and_nothing_else(stage1_run, tmp_path):
     smaller = jax.tree.map(lambda x: x, fresh.params)
     smaller["generator"]["decoder"] = {}
     with pytest.raises(ValueError, match=r"init_from .*: its generator does not fit this config \(decoder/"):
-        warm_start(fresh.replace(params=smaller), stage1_run)
+        warm_start(fresh.replace(params=smaller), stage1_run, model)
     with pytest.raises(ValueError, match="checkpoint not found"):
-        warm_start(fresh, tmp_path / "nowhere")
+        warm_start(fresh, tmp_path / "nowhere", model)
+    model.expression.norm = "affine"
+    with pytest.raises(ValueError, match=r"init_from .*: its expression is built differently \(norm='group' there"):
+        warm_start(fresh, stage1_run, model)
+    taken = warm_start(fresh, stage1_run, model, replaced=("expression",))  # to be taken from another run next
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(taken.params), jax.tree.leaves(state.params)))
 
 
 def test_warm_start_can_take_the_discriminator_from_a_workdir(stage1_run, tmp_path):
     trained = read_checkpoint(stage1_run / "checkpoints")
     fresh = create_state(jax.tree.map(jnp.zeros_like, trained["params"]),
                          {"generator": optax.sgd(1.0)}, jax.random.PRNGKey(0), ema_names=("generator",))
-    state = warm_start(fresh, stage1_run, discriminator=True)
+    model = load_config("configs/motion_test.py").model
+    state = warm_start(fresh, stage1_run, model, discriminator=True)
     for name in ("generator", "discriminator"):
         want = trained["ema"]["generator"] if name == "generator" else trained["params"][name]
         for got, value in zip(jax.tree.leaves(state.params[name]), jax.tree.leaves(want)):
             np.testing.assert_array_equal(got, value)
     export(stage1_run, tmp_path / "export")
     with pytest.raises(ValueError, match=r"init_from .*export: holds no discriminator \(an export keeps"):
-        warm_start(fresh, tmp_path / "export", discriminator=True)
+        warm_start(fresh, tmp_path / "export", model, discriminator=True)
     narrower = jax.tree.map(lambda x: x, fresh.params)
     narrower["discriminator"] = {"only": jnp.zeros(3)}
     with pytest.raises(ValueError, match=r"its discriminator does not fit this config"):
-        warm_start(fresh.replace(params=narrower), stage1_run, discriminator=True)
+        warm_start(fresh.replace(params=narrower), stage1_run, model, discriminator=True)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,9 @@ from dex_jax.nn.layers import conv2d, dense
 class ExpressionEncoder(nn.Module):
     """Face crop (N, image_size, image_size, 3) in [-1, 1] -> expression latent (N, latent_dim).
 
-    The FAN trunk sees the crop in [0, 1], as face-alignment's FAN does; `norm` is its normalisation (fan.NORMS). The head reads the trunk
-    features with the landmark heatmaps: two stride-2 3x3 convs, global average pool, dense.
+    The FAN trunk sees the crop in [0, 1], as face-alignment's FAN does; `norm` is its normalisation (fan.NORMS).
+    The head reads the trunk features with the landmark heatmaps: two stride-2 3x3 convs, global average pool,
+    dense.
     """
 
     image_size: int = 224

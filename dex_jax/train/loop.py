@@ -123,7 +123,8 @@ def train(config, workdir, stage, data_iterator):
             state, step = init(rng), 0
         log.info("initialised the state in %.1f s", time.perf_counter() - started)
         if config.init_from:
-            state = warm_start(state, config.init_from, discriminator=config.init_discriminator)
+            state = warm_start(state, config.init_from, config.model, discriminator=config.init_discriminator,
+                               replaced=("expression",) if config.init_expression_from else ())
             log.info("%s params from %s", "generator and discriminator" if config.init_discriminator else "generator",
                      config.init_from)
         if config.init_expression_from:

@@ -42,15 +42,19 @@ def _with_generator(state, generator):
     return state.replace(params={**state.params, "generator": generator}, ema=ema)
 
 
-def warm_start(state, origin, discriminator=False):
+def warm_start(state, origin, model_config, discriminator=False, replaced=()):
     """`state` with its generator params and their EMA replaced by those of the run or export at `origin`.
 
     origin: a training workdir or an export (`dex-portrait export`); its EMA generator is taken where it has one.
+    model_config: this run's `model`; each generator submodule must be built as origin built it, except those
+    in `replaced` (taken from elsewhere next, e.g. by `warm_start_module`).
     discriminator: also take the discriminator's params, which only a training workdir keeps.
     Placed with the shardings `state` has. ValueError, naming init_from, when origin holds no readable checkpoint or no
-    discriminator where one is asked for, or names the first mismatched keys when the shapes differ.
+    discriminator where one is asked for, or names the first mismatched keys or fields when they differ.
     """
     trained = _read(origin, "init_from")
+    for module in sorted(set(state.params["generator"]) - set(replaced)):
+        check_same_module(origin, module, model_config, "init_from")
     state = _with_generator(state, _placed("generator", generator_params(trained)[0], state.params["generator"],
                                            origin))
     if discriminator:
@@ -72,8 +76,8 @@ def trained_model_config(origin, key):
 
 
 def check_same_module(origin, module, model_config, key):
-    """ValueError, naming `key` and the first differing field, unless `origin` built generator submodule `module`
-    as `model_config` builds it (a module may match in shapes and still compute differently, e.g. its norm)."""
+    """ValueError, naming `key` and the differing fields, unless `origin` built generator submodule `module` as
+    `model_config` builds it (a module may match in shapes and still compute differently, e.g. its norm)."""
     have = submodule_fields(trained_model_config(origin, key), module)
     want = submodule_fields(model_config, module)
     differ = [f"{k}={have[k]!r} there, {want[k]!r} here" for k in want if have[k] != want[k] and k != "dtype"]
