@@ -1,4 +1,4 @@
-"""Stage-1 training of the embedded default: the `tiny` model (64x64) on SynthHeads, in nine phases on a CPU.
+"""Stage-1 training of the embedded default: the `tiny` model (64x64) on SynthHeads, in eight phases on a CPU.
 
 Unlike the paper, the pose encoder also learns from SynthHeads' true poses (loss.pose_supervision), at 5x the
 generator's lr (optimizer.generator_lr_multipliers).
@@ -21,16 +21,17 @@ generator's lr (optimizer.generator_lr_multipliers).
   phase 8: from phase 7's generator and discriminator (init_discriminator: init_from must name phase 7's
     workdir), 2,400 steps of phase 7's recipe with the adversarial term at the paper's weight, 1.0 (10x):
     L1 and the face-feature term had stopped sharpening the faces.
+Two more phases are trials, not bundled (README, "The expression is not transferred"):
   expression: the expression encoder alone (stage `expression`), 8,000 steps on the true expressions of
     SynthHeads cpu128_expressions (8 expression tracks per identity): phases 1 to 8 left its latent without
     expression (probe R^2 below 0), and the paper's pretrained FAN has no SynthHeads counterpart. Its trunk
     trains from scratch with GroupNorm (model.expression.norm = "group"), not unnormalised as in phases 1 to 8.
   phase 9: from phase 8's generator and discriminator, with the expression phase's encoder
     (init_expression_from), 1,500 steps of phase 8's recipe that keep the labels on the expression latent
-    (loss.expression_supervision), so that the decoder learns to draw what it reads.
+    (loss.expression_supervision), so that the decoder may learn to draw what it reads.
 
-Build the data first: dex-portrait data build synth_heads --config cpu128
-                      dex-portrait data build synth_heads --config cpu128_expressions
+Build the data first: dex-portrait data build synth_heads --config cpu128 (and --config cpu128_expressions
+for the expression phase)
 Run: dex-portrait train --config configs/motion_synth.py:1 --workdir runs/motion_synth_1
      dex-portrait train --config configs/motion_synth.py:2 --workdir runs/motion_synth_2 \
          --config.init_from=runs/motion_synth_1
@@ -44,11 +45,11 @@ Run: dex-portrait train --config configs/motion_synth.py:1 --workdir runs/motion
          --config.init_from=runs/motion_synth_5
      dex-portrait train --config configs/motion_synth.py:7 --workdir runs/motion_synth_7 \
          --config.init_from=runs/motion_synth_6
-     dex-portrait train --config configs/motion_synth.py:8 --workdir runs/motion_synth_8 \
+     dex-portrait train --config configs/motion_synth.py:8 --workdir runs/motion_synth \
          --config.init_from=runs/motion_synth_7
-     dex-portrait train --config configs/motion_synth.py:expression --workdir runs/motion_synth_expression
-     dex-portrait train --config configs/motion_synth.py:9 --workdir runs/motion_synth \
-         --config.init_from=runs/motion_synth_8 --config.init_expression_from=runs/motion_synth_expression
+The trials: dex-portrait train --config configs/motion_synth.py:expression --workdir runs/motion_synth_expression
+     dex-portrait train --config configs/motion_synth.py:9 --workdir runs/motion_synth_9 \
+         --config.init_from=runs/motion_synth --config.init_expression_from=runs/motion_synth_expression
 Everything not set here (mesh, sharding rules, loss weights) is the paper's (configs/motion_paper.py).
 """
 
