@@ -10,15 +10,16 @@ from dex_jax.motion.summary import example_inputs
 from dex_jax.train.checkpoint import Checkpointer
 
 
-def write_untrained_run(workdir, step=0, seed=0, expression_norm="group"):
+def write_untrained_run(workdir, step=0, seed=0, expression_norm=None):
     """config.json + checkpoints/<step>/state (params, EMA, an Adam-sized optimizer stand-in) in `workdir`, of the
-    test model with this expression-encoder norm.
+    test model (with this expression-encoder norm, if given).
 
     Weights are drawn with numpy into the shapes `jax.eval_shape` gives (N(0, 0.05^2)), which skips compiling
     the model's init.
     """
     config = load_config("configs/motion_test.py")
-    config.model.expression.norm = expression_norm
+    if expression_norm:
+        config.model.expression.norm = expression_norm
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json(indent=2))
     model = config.model

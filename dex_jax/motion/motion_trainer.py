@@ -105,11 +105,16 @@ def build_motion_trainer(config: ml_collections.ConfigDict) -> MotionTrainer:
     )
 
 
-def submodule_fields(config: ml_collections.ConfigDict, name: str) -> dict:
-    """The fields submodule `name` of the motion trainer `config` describes is built with, defaults filled in."""
-    submodule = getattr(build_motion_trainer(config), name)
-    return {f.name: getattr(submodule, f.name) for f in dataclasses.fields(submodule)
-            if f.name not in ("parent", "name")}
+def submodule_fields(config: ml_collections.ConfigDict) -> dict:
+    """{submodule name: the fields it is built with, defaults filled in} of the motion trainer `config` describes."""
+    trainer = build_motion_trainer(config)
+    fields = {}
+    for field in dataclasses.fields(trainer):
+        submodule = getattr(trainer, field.name)
+        if isinstance(submodule, nn.Module):
+            fields[field.name] = {f.name: getattr(submodule, f.name) for f in dataclasses.fields(submodule)
+                                  if f.name not in ("parent", "name")}
+    return fields
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> Discriminator:

@@ -53,8 +53,7 @@ def warm_start(state, origin, model_config, discriminator=False, replaced=()):
     discriminator where one is asked for, or names the first mismatched keys or fields when they differ.
     """
     trained = _read(origin, "init_from")
-    for module in sorted(set(state.params["generator"]) - set(replaced)):
-        check_same_module(origin, module, model_config, "init_from")
+    check_same_modules(origin, sorted(set(state.params["generator"]) - set(replaced)), model_config, "init_from")
     state = _with_generator(state, _placed("generator", generator_params(trained)[0], state.params["generator"],
                                            origin))
     if discriminator:
@@ -75,14 +74,17 @@ def trained_model_config(origin, key):
     return config.model
 
 
-def check_same_module(origin, module, model_config, key):
-    """ValueError, naming `key` and the differing fields, unless `origin` built generator submodule `module` as
-    `model_config` builds it (a module may match in shapes and still compute differently, e.g. its norm)."""
-    have = submodule_fields(trained_model_config(origin, key), module)
-    want = submodule_fields(model_config, module)
-    differ = [f"{k}={have[k]!r} there, {want[k]!r} here" for k in want if have[k] != want[k] and k != "dtype"]
-    if differ:
-        raise ValueError(f"{key} {origin}: its {module} is built differently ({'; '.join(differ)})")
+def check_same_modules(origin, modules, model_config, key):
+    """ValueError, naming `key` and the differing fields, unless `origin` built each generator submodule in
+    `modules` as `model_config` builds it (a module may match in shapes and still compute differently, e.g. its
+    norm)."""
+    have = submodule_fields(trained_model_config(origin, key))
+    want = submodule_fields(model_config)
+    for module in modules:
+        differ = [f"{k}={have[module][k]!r} there, {v!r} here" for k, v in want[module].items()
+                  if have[module][k] != v and k != "dtype"]
+        if differ:
+            raise ValueError(f"{key} {origin}: its {module} is built differently ({'; '.join(differ)})")
 
 
 def warm_start_module(state, origin, module, key, model_config):
@@ -92,7 +94,7 @@ def warm_start_module(state, origin, module, key, model_config):
     its shapes or its module fields differ from `model_config`'s.
     """
     trained = trained_module(origin, module, key)
-    check_same_module(origin, module, model_config, key)
+    check_same_modules(origin, [module], model_config, key)
     generator = dict(state.params["generator"])
     generator[module] = _placed(module, trained, generator[module], origin, key)
     return _with_generator(state, generator)
