@@ -37,7 +37,8 @@ def test_pairs_batch_contract(data_config):
     batch = _batches(make_loader(data_config, "pairs"), 1)[0]
     shapes = {k: v.shape for k, v in batch.items()}
     assert shapes == {"source": (4, 32, 32, 3), "driving": (4, 4, 32, 32, 3), "pose_input": (4, 4, 32, 32, 3),
-                      "expression_input": (4, 4, 24, 24, 3), "face_mask": (4, 4, 32, 32, 1), "identity": (4,),
+                      "expression_input": (4, 4, 24, 24, 3), "face_mask": (4, 4, 32, 32, 1),
+                      "expression_mask": (4, 4, 32, 32, 1), "identity": (4,),
                       "driving_pose": (4, 4, 6), "driving_expression": (4, 4, 11), "source_pose": (4, 6),
                       "source_expression": (4, 11)}
     for key in ("source", "driving", "pose_input", "expression_input"):
@@ -45,7 +46,18 @@ def test_pairs_batch_contract(data_config):
     assert set(np.unique(batch["face_mask"])) == {0.0, 1.0}
     covered = (batch["pose_input"] != batch["driving"]).any(-1)
     assert covered.any() and (batch["pose_input"][covered] == 0.0).all()
+    region = batch["expression_mask"][..., 0] == 1.0
+    assert set(np.unique(batch["expression_mask"])) == {0.0, 1.0}
+    assert (covered <= region).all() and (batch["pose_input"][region] == 0.0).all()
     assert set(batch["identity"]) <= {0, 1, 2}
+
+
+def test_expression_mask_stays_when_the_pose_input_is_not_covered(data_config):
+    plain = data_config.copy_and_resolve_references()
+    plain.mask_pose_input = False
+    covered, uncovered = (_batches(make_loader(c, "pairs"), 1)[0] for c in (data_config, plain))
+    np.testing.assert_array_equal(uncovered["pose_input"], uncovered["driving"])
+    np.testing.assert_array_equal(uncovered["expression_mask"], covered["expression_mask"])
 
 
 def test_clips_are_consecutive_frames_of_one_camera(data_config):

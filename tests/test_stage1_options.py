@@ -9,7 +9,7 @@ import pytest
 
 from dex_jax.bench.timing import xla_flops
 from dex_jax.config_loading import load_config
-from dex_jax.motion.losses import expression_supervision_loss, pose_supervision_loss
+from dex_jax.motion.losses import expression_supervision_loss, masked_l1_loss, pose_supervision_loss
 from dex_jax.motion.motion_trainer import build_motion_trainer
 from dex_jax.motion.pose_encoder import POSE_KEYS
 from dex_jax.train import stage1
@@ -47,6 +47,35 @@ def test_expression_loss_ties_the_first_latent_values_to_the_truth():
         expression_supervision_loss(latent, jnp.zeros((2, 7)))
     with pytest.raises(ValueError, match="with N = 2"):
         expression_supervision_loss(latent, jnp.zeros((3, 2)))
+
+
+def test_masked_l1_is_each_image_s_mean_over_its_mask():
+    rng = np.random.default_rng(0)
+    pred, target = rng.uniform(-1, 1, (2, 3, 8, 8, 3)).astype(np.float32)
+    mask = np.zeros((3, 8, 8, 1), np.float32)
+    mask[0, 2:5, 1:7] = 1.0
+    mask[1, 6:, :] = 1.0
+    inside = [np.abs(pred[i] - target[i])[mask[i, ..., 0] == 1].mean() for i in (0, 1)]
+    assert float(masked_l1_loss(pred, target, mask)) == pytest.approx((inside[0] + inside[1] + 0.0) / 3, rel=1e-6)
+    outside = np.where(mask == 1.0, pred, pred + 0.5)
+    assert float(masked_l1_loss(outside, target, mask)) == pytest.approx(float(masked_l1_loss(pred, target, mask)))
+    with pytest.raises(ValueError, match=r"a \(N, H, W, 1\) mask, got .* and \(3, 8, 8, 3\)"):
+        masked_l1_loss(pred, target, np.repeat(mask, 3, -1))
+
+
+def test_expression_region_term_joins_the_generator_loss():
+    config = load_config("configs/motion_test.py")
+    config.data.batch_size = 2
+    config.loss.update(lpips=0.0, component_lpips=0.0, expression_region_l1=4.0)
+    stage = stage1.make_stage(config)
+    assert "expression_region_l1" in stage.metric_names
+    state = jax.jit(stage.init)(jax.random.PRNGKey(0))
+    batch = jax.tree.map(jnp.asarray, next(make_iterator(config.data)))
+    _, metrics, _ = jax.jit(stage.step)(state, batch, stage.frozen)
+    assert float(metrics["expression_region_l1"]) > 0
+    expected = (config.loss.l1 * metrics["l1"] + config.loss.adversarial * metrics["adversarial"]
+                + 4.0 * metrics["expression_region_l1"])
+    np.testing.assert_allclose(metrics["generator_loss"], expected, rtol=1e-5)
 
 
 def test_expression_term_trains_only_the_expression_encoder_through_reenact_s_latent():

@@ -3,9 +3,10 @@
 Batches are dicts of numpy arrays, images float32 in [-1, 1], NHWC:
   source (B, S, S, 3); driving (B, K, S, S, 3), the ground truth; pose_input (B, K, S, S, 3), driving with eyes
   and mouth covered; expression_input (B, K, E, E, 3); face_mask (B, K, S, S, 1) float {0, 1} of the driving
-  frames; identity (B,) int32; where the dataset knows them (SynthHeads) driving_pose (B, K, 6) =
-  (yaw, pitch, roll, tx, ty, scale), driving_expression (B, K, n_expr), source_pose (B, 6) and
-  source_expression (B, n_expr).
+  frames; expression_mask (B, K, S, S, 1) float {0, 1}, their eye and mouth hulls, dilated by mask_dilation
+  (the pixels pose_input covers); identity (B,) int32; where the dataset knows them (SynthHeads)
+  driving_pose (B, K, 6) = (yaw, pitch, roll, tx, ty, scale), driving_expression (B, K, n_expr), source_pose
+  (B, 6) and source_expression (B, n_expr).
 kind='pairs' (Stage 1/2): K = num_driving frames of the source's subject and sequence, each from another
 camera with probability driving_cross_view_probability (cross-view training) where the sequence has several,
 else from the source's camera; kind='clips' (Stage 3): K = clip_length consecutive frames of one
@@ -209,12 +210,11 @@ class MakeExample(grain.transforms.RandomMap):
         size = c["image_size"]
         factor = size / rec["image"].shape[0]
         image = to_model(rec["image"], size)
-        covered = image
-        if c["mask_pose_input"]:
-            covered, _ = pose_input(image, rescale_points(rec["landmarks"], factor), self._groups,
-                                    rescale_points(rec["face_box"], factor), c["mask_dilation"], c["mask_fill"])
+        covered, region = pose_input(image, rescale_points(rec["landmarks"], factor), self._groups,
+                                     rescale_points(rec["face_box"], factor), c["mask_dilation"], c["mask_fill"])
         mask = cv2.resize(rec["face_mask"], (size, size), interpolation=cv2.INTER_AREA).reshape(size, size, 1)
-        return {"driving": image, "pose_input": covered, "face_mask": (mask > 127).astype(np.float32),
+        return {"driving": image, "pose_input": covered if c["mask_pose_input"] else image,
+                "face_mask": (mask > 127).astype(np.float32), "expression_mask": region[..., None].astype(np.float32),
                 "expression_input": self._expression_input(record, rec, rng)}
 
     def random_map(self, anchor, rng):

@@ -19,6 +19,17 @@ def l1_loss(pred, target):
     return jnp.mean(jnp.abs(pred - target))
 
 
+def masked_l1_loss(pred, target, mask):
+    """Batch mean of each image's mean absolute difference over the pixels (all channels) where mask (N, H, W, 1)
+    is 1; an image with an empty mask counts 0."""
+    if pred.shape != target.shape or mask.shape != pred.shape[:-1] + (1,):
+        raise ValueError(f"masked L1 inputs must be (N, H, W, C) twice and a (N, H, W, 1) mask, got {pred.shape}, "
+                         f"{target.shape} and {mask.shape}")
+    mask = mask.astype(jnp.float32)
+    total = jnp.sum(jnp.abs(pred.astype(jnp.float32) - target.astype(jnp.float32)) * mask, axis=(1, 2, 3))
+    return jnp.mean(total / jnp.maximum(jnp.sum(mask, axis=(1, 2, 3)) * pred.shape[-1], 1.0))
+
+
 def lpips_loss(lpips_params, pred, target, dtype=None):
     """Batch mean of the LPIPS (VGG16) distance; images NHWC in [-1, 1]."""
     return jnp.mean(lpips_distance(lpips_params, pred, target, dtype=dtype))

