@@ -17,7 +17,6 @@ from dex_jax.evaluate.clu_metrics import AED, APD, CSIM, L1, LPIPS, PSNR, SSIM, 
 from dex_jax.evaluate.face_landmarker import observe_frames
 from dex_jax.evaluate.identity import embed_frames
 
-METRIC_NAMES = ("psnr", "ssim", "l1", "lpips", "expression_transfer", "csim", "aed", "apd")
 IMAGE_CHUNK = 8
 
 
