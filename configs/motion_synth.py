@@ -21,7 +21,7 @@ generator's lr (optimizer.generator_lr_multipliers).
   phase 8: from phase 7's generator and discriminator (init_discriminator: init_from must name phase 7's
     workdir), 2,400 steps of phase 7's recipe with the adversarial term at the paper's weight, 1.0 (10x):
     L1 and the face-feature term had stopped sharpening the faces.
-Three more phases are trials, not bundled (README, "The expression is not transferred"):
+Four more phases are trials, not bundled (README, "The expression is not transferred"):
   expression: the expression encoder alone (stage `expression`), 8,000 steps on the true expressions of
     SynthHeads cpu128_expressions (8 expression tracks per identity): phases 1 to 8 left its latent without
     expression (probe R^2 below 0), and the paper's pretrained FAN has no SynthHeads counterpart. Its trunk
@@ -29,6 +29,9 @@ Three more phases are trials, not bundled (README, "The expression is not transf
   phase 9: from phase 8's generator and discriminator, with the expression phase's encoder
     (init_expression_from), 1,500 steps of phase 8's recipe that keep the labels on the expression latent
     (loss.expression_supervision), so that the decoder may learn to draw what it reads.
+  expression_normalised: the expression phase with each expression value's error divided by its batch variance
+    (loss.expression_normalised): the expression phase's encoder read the eyes and the gaze, whose values
+    spread widest and so weigh most in the plain error, and nothing else.
   phase 10: from phase 9's generator and discriminator, 2,000 steps of phase 9's recipe plus an L1 term over
     the driving frame's eye and mouth hulls alone (loss.expression_region_l1 = 10, the L1's own weight): in
     phase 9 the decoder did not draw the eyes the latent reads, a few pixels that the whole-image L1 barely weighs.
@@ -53,6 +56,8 @@ Run: dex-portrait train --config configs/motion_synth.py:1 --workdir runs/motion
 The trials: dex-portrait train --config configs/motion_synth.py:expression --workdir runs/motion_synth_expression
      dex-portrait train --config configs/motion_synth.py:9 --workdir runs/motion_synth_9 \
          --config.init_from=runs/motion_synth --config.init_expression_from=runs/motion_synth_expression
+     dex-portrait train --config configs/motion_synth.py:expression_normalised \
+         --workdir runs/motion_synth_expression_normalised
      dex-portrait train --config configs/motion_synth.py:10 --workdir runs/motion_synth_10 \
          --config.init_from=runs/motion_synth_9
 Everything not set here (mesh, sharding rules, loss weights) is the paper's (configs/motion_paper.py).
@@ -118,6 +123,11 @@ def _phase_9(config):
     config.loss.expression_supervision = 1.0
 
 
+def _expression_normalised(config):
+    _expression(config)
+    config.loss.expression_normalised = True
+
+
 def _phase_10(config):
     _phase_9(config)
     config.total_steps = 2_000
@@ -136,7 +146,8 @@ def _expression(config):
 
 
 PHASES = {"1": _phase_1, "2": _phase_2, "3": _phase_3, "4": _phase_4, "5": _phase_5, "6": _phase_6, "7": _phase_7,
-          "8": _phase_8, "9": _phase_9, "10": _phase_10, "expression": _expression}
+          "8": _phase_8, "9": _phase_9, "10": _phase_10, "expression": _expression,
+          "expression_normalised": _expression_normalised}
 
 
 def get_config(phase="8"):

@@ -43,8 +43,9 @@ def test_shipped_train_configs_are_consistent(spec):
     assert set(config.optimizer.generator_lr_multipliers) <= set(shapes.params["generator"])
 
 
-def test_expression_phase_config_is_an_expression_stage_on_expression_tracks():
-    config = load_config("configs/motion_synth.py:expression")
+@pytest.mark.parametrize("phase", ["expression", "expression_normalised"])
+def test_expression_phase_config_is_an_expression_stage_on_expression_tracks(phase):
+    config = load_config(f"configs/motion_synth.py:{phase}")
     assert config.stage == "expression" and config.data.dataset_dir.endswith("cpu128_expressions/1.0.0")
     expression.check_config(config)
     shapes = jax.eval_shape(expression.make_stage(config).init, jax.random.key(0))

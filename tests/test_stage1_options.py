@@ -1,5 +1,5 @@
-"""Stage-1 training options: the supervised pose and expression terms (the pose term's value in a real run:
-test_train_loop.py), the detached warp pose, lr multipliers."""
+"""Stage-1 training options: the supervised pose and expression terms, plain and normalised (the pose term's
+value in a real run: test_train_loop.py), the eye-and-mouth L1, the detached warp pose, lr multipliers."""
 
 import jax
 import jax.numpy as jnp
@@ -9,10 +9,11 @@ import pytest
 
 from dex_jax.bench.timing import xla_flops
 from dex_jax.config_loading import load_config
-from dex_jax.motion.losses import expression_supervision_loss, masked_l1_loss, pose_supervision_loss
+from dex_jax.motion.losses import (EXPRESSION_VARIANCE_FLOOR, expression_supervision_loss, masked_l1_loss,
+                                   pose_supervision_loss)
 from dex_jax.motion.motion_trainer import build_motion_trainer
 from dex_jax.motion.pose_encoder import POSE_KEYS
-from dex_jax.train import stage1
+from dex_jax.train import expression, stage1
 from dex_jax.train.input import make_iterator
 
 
@@ -47,6 +48,37 @@ def test_expression_loss_ties_the_first_latent_values_to_the_truth():
         expression_supervision_loss(latent, jnp.zeros((2, 7)))
     with pytest.raises(ValueError, match="with N = 2"):
         expression_supervision_loss(latent, jnp.zeros((3, 2)))
+
+
+def test_normalised_expression_loss_divides_each_value_s_error_by_its_batch_variance():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(0, 1, (64, 3)) * np.array([1.0, 0.5, 0.0])
+    latent = np.concatenate([target + rng.normal(0, 0.05, target.shape), np.zeros((64, 2))], 1)
+    per_value = ((latent[:, :3] - target) ** 2).mean(0)
+    got = expression_supervision_loss(jnp.asarray(latent), jnp.asarray(target), normalised=True)
+    want = np.mean(per_value / (target.var(0) + EXPRESSION_VARIANCE_FLOOR))
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    assert float(expression_supervision_loss(jnp.asarray(latent), jnp.asarray(target))) == pytest.approx(
+        per_value.mean(), rel=1e-5)
+    mean = np.broadcast_to(target.mean(0), target.shape)
+    constant = float(expression_supervision_loss(jnp.asarray(mean), jnp.asarray(target), normalised=True))
+    variance = target.var(0)
+    assert constant == pytest.approx(np.mean(variance / (variance + EXPRESSION_VARIANCE_FLOOR)), rel=1e-5)
+    assert float(got) < 0.5 * constant
+
+
+def test_expression_stage_reports_the_normalised_constant_guess():
+    config = load_config("configs/motion_test.py")
+    config.stage, config.data.batch_size = "expression", 16
+    config.loss.expression_normalised = True
+    stage = expression.make_stage(config)
+    state = jax.jit(stage.init)(jax.random.PRNGKey(0))
+    batch = jax.tree.map(jnp.asarray, next(make_iterator(config.data)))
+    _, metrics, _ = jax.jit(stage.step)(state, batch, stage.frozen)
+    variance = np.var(np.asarray(batch["driving_expression"]).reshape(-1, 11), axis=0)
+    want = np.mean(variance / (variance + EXPRESSION_VARIANCE_FLOOR))
+    assert float(metrics["constant_guess"]) == pytest.approx(want, rel=1e-5)
+    assert float(metrics["expression_supervision"]) > 0
 
 
 def test_masked_l1_is_each_image_s_mean_over_its_mask():

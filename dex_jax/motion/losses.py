@@ -11,6 +11,8 @@ from dex_jax.motion.face_perceptual import face_feature_distance
 from dex_jax.motion.lpips import LPIPS, check_lpips_inputs, lpips_distance, spatial_reduce
 from dex_jax.motion.pose_encoder import POSE_KEYS
 
+EXPRESSION_VARIANCE_FLOOR = 0.01
+
 
 def l1_loss(pred, target):
     """Mean absolute difference over every pixel and channel."""
@@ -48,18 +50,27 @@ def pose_supervision_loss(pose, target):
     return jnp.mean(jnp.abs(predicted - target.astype(predicted.dtype)))
 
 
-def expression_supervision_loss(latent, target):
+def expression_supervision_loss(latent, target, normalised=False):
     """Mean squared error of the first n values of expression latents (N, D) against true expressions (N, n),
     which ties those latent dimensions to the expression and leaves the other D - n free.
 
     Squared, not absolute: SynthHeads' expression values are 0 about half the time, and the absolute error's
     best guess from an uninformative encoder, the per-value median, is mostly 0; its constant gradient then
     shrank the FAN encoder's output to that constant, where the squared error's moves it towards each
-    expression's conditional mean."""
+    expression's conditional mean.
+
+    normalised: divide each value's error by that value's variance over the batch plus EXPRESSION_VARIANCE_FLOOR,
+    so that each value counts alike however widely it spreads: the loss is then about the mean over values of
+    1 - R^2 on the batch, and the best constant scores just under 1. Plain, the values that spread widest
+    dominate the error, and in our trials the FAN encoder learned the eyes and the gaze and nothing else."""
     if target.ndim != 2 or target.shape[0] != latent.shape[0] or target.shape[1] > latent.shape[1]:
         raise ValueError(f"expression targets must be (N, n) with N = {latent.shape[0]} and n <= the latent's "
                          f"{latent.shape[1]} dims, got shape {target.shape}")
-    return jnp.mean(jnp.square(latent[:, :target.shape[1]].astype(jnp.float32) - target.astype(jnp.float32)))
+    target = target.astype(jnp.float32)
+    errors = jnp.mean(jnp.square(latent[:, :target.shape[1]].astype(jnp.float32) - target), axis=0)
+    if normalised:
+        errors = errors / (jnp.var(target, axis=0) + EXPRESSION_VARIANCE_FLOOR)
+    return jnp.mean(errors)
 
 
 def generator_adversarial_loss(fake_logits):

