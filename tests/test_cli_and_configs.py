@@ -33,7 +33,8 @@ def test_config_errors(spec, overrides, message):
 @pytest.mark.parametrize("spec", ["configs/motion_paper.py", "configs/motion_synth.py:1", "configs/motion_synth.py:2",
                                   "configs/motion_synth.py:3", "configs/motion_synth.py:4", "configs/motion_synth.py:5",
                                   "configs/motion_synth.py:6", "configs/motion_synth.py:7", "configs/motion_synth.py:8",
-                                  "configs/motion_synth.py:9", "configs/motion_synth.py:10", "configs/motion_test.py"])
+                                  "configs/motion_synth.py:9", "configs/motion_synth.py:10", "configs/motion_synth.py:11",
+                                  "configs/motion_test.py"])
 def test_shipped_train_configs_are_consistent(spec):
     config = load_config(spec)
     stage1.check_config(config)

@@ -1,8 +1,10 @@
-"""tfds builders: build and read back without TensorFlow, identity splits, bad input counted, no half-built dataset."""
+"""tfds builders: build and read back without TensorFlow, identity splits, bad input counted, no half-built dataset,
+SynthHeads configs that differ as documented."""
 
 import sys
 
 import cv2
+import jax
 import numpy as np
 import pytest
 import skimage.data
@@ -10,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from dex_jax.data import tfds_synth_heads
 from dex_jax.data.build_cli import build
+from dex_jax.data.synth_face import EXPRESSION_NAMES
 from dex_jax.data.tfds_synth_heads import SynthHeads, SynthHeadsConfig
 from dex_jax.data.video_io import find_videos
 
@@ -137,3 +140,24 @@ def test_video_layout_subject_sequence_camera(tmp_path):
                    ("train", "s1", "seq_a", "cam_2", True), ("train", "s2", "clip", "0", False),
                    ("train", "solo", "solo", "0", False), ("train", "other", "s9", "clip", False)}
     assert skipped == [("cam", "folder without frames at camera depth")]
+
+
+def test_spaced_clips_change_expression_more_than_cpu128_s():
+    configs = {c.name: c for c in SynthHeads.BUILDER_CONFIGS}
+
+    def pairwise_change(config):
+        """Mean |difference| of each expression value between two frames of one clip, over 40 clips."""
+        changes = []
+        for identity in range(40):
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), identity), 0)
+            clip = tfds_synth_heads.clip_poses(key, config.num_views, config.num_frames, config.fps)[2]
+            exprs = np.asarray(clip)[:config.num_frames]
+            changes.append(np.abs(exprs[:, None] - exprs[None]).mean((0, 1)))
+        return np.mean(changes, axis=0)
+
+    spaced, dense = configs["cpu128_spaced"], configs["cpu128"]
+    assert {k: v for k, v in vars(spaced).items() if k not in ("name", "description", "fps")} == {
+        k: v for k, v in vars(dense).items() if k not in ("name", "description", "fps")}
+    more, less = pairwise_change(spaced), pairwise_change(dense)
+    assert more[EXPRESSION_NAMES.index("jaw_open")] > 1.5 * less[EXPRESSION_NAMES.index("jaw_open")]
+    assert more.mean() > 1.3 * less.mean()

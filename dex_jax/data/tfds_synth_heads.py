@@ -94,6 +94,10 @@ class SynthHeads(tfds.core.GeneratorBasedBuilder):
                                                                 "identity, for the expression stage",
                          image_size=128, num_identities=200, num_test_identities=20, num_sequences=8, num_views=1,
                          num_frames=16),
+        SynthHeadsConfig(name="cpu128_spaced", description="cpu128's identities and layout with frames 0.4 s "
+                                                           "apart (fps 2.5): expressions change within a clip as "
+                                                           "much as across clips, for Stage-1 pairs",
+                         image_size=128, num_identities=200, num_test_identities=20, num_sequences=1, fps=2.5),
         SynthHeadsConfig(name="tiny", description="64 px, 8 identities (2 test), 1 sequence x 2 views x 26 frames",
                          image_size=64, num_identities=8, num_test_identities=2, num_sequences=1, num_views=2,
                          num_frames=26),
