@@ -30,10 +30,7 @@ def test_config_errors(spec, overrides, message):
         apply_overrides(load_config(spec), overrides)
 
 
-@pytest.mark.parametrize("spec", ["configs/motion_paper.py", "configs/motion_synth.py:1", "configs/motion_synth.py:2",
-                                  "configs/motion_synth.py:3", "configs/motion_synth.py:4", "configs/motion_synth.py:5",
-                                  "configs/motion_synth.py:6", "configs/motion_synth.py:7", "configs/motion_synth.py:8",
-                                  "configs/motion_synth.py:9", "configs/motion_synth.py:10", "configs/motion_synth.py:11",
+@pytest.mark.parametrize("spec", ["configs/motion_paper.py", *(f"configs/motion_synth.py:{p}" for p in range(1, 12)),
                                   "configs/motion_test.py"])
 def test_shipped_train_configs_are_consistent(spec):
     config = load_config(spec)

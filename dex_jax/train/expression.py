@@ -8,8 +8,9 @@ stage pretrains ours on SynthHeads' expression labels, and Stage 1 takes it with
 One step, on the B*K driving frames of a Stage-1 batch: the squared error of each expression latent's first n
 values against the frame's n true expression values (`losses.expression_supervision_loss`, normalised with
 loss.expression_normalised), Adam, EMA. The logged `constant_guess` is the same error of the batch's per-value
-mean, the best constant: the encoder has learned something only below it. The state's params are {"generator": {"expression": ...}}, the place the encoder has
-in a Stage-1 generator, so `warm_start_module(..., "expression", ...)` reads either kind of run.
+mean, the best constant: the encoder has learned something only below it. The state's params are
+{"generator": {"expression": ...}}, the place the encoder has in a Stage-1 generator, so
+`warm_start_module(..., "expression", ...)` reads either kind of run.
 """
 
 import jax

@@ -22,9 +22,9 @@ class RandomBatches:
 
     Layout as the Stage-1 pipeline: source (b,S,S,3); driving, pose_input (b,K,S,S,3); expression_input
     (b,K,E,E,3) in [-1, 1]; face_mask (b,K,S,S,1), a centred box of ones; expression_mask (b,K,S,S,1), a band
-    of ones across that box's middle; source_pose (b,6) and driving_pose
-    (b,K,6), random (yaw, pitch, roll, tx, ty, scale), and source_expression (b,n) and driving_expression
-    (b,K,n), random in [0, 1], as SynthHeads records them.
+    of ones across that box's middle; source_pose (b,6) and driving_pose (b,K,6), random (yaw, pitch, roll, tx,
+    ty, scale), and source_expression (b,n) and driving_expression (b,K,n), random in [0, 1], as SynthHeads
+    records them.
     """
 
     def __init__(self, data_config, process_index, process_count, length=2 ** 31 - 1):
