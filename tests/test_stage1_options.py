@@ -15,6 +15,7 @@ from dex_jax.motion.motion_trainer import build_motion_trainer
 from dex_jax.motion.pose_encoder import POSE_KEYS
 from dex_jax.train import expression, stage1
 from dex_jax.train.input import make_iterator
+from stage1_term import check_term_joins_generator_loss
 
 
 def test_loss_is_mean_absolute_pose_error():
@@ -96,18 +97,7 @@ def test_masked_l1_is_each_image_s_mean_over_its_mask():
 
 
 def test_expression_region_term_joins_the_generator_loss():
-    config = load_config("configs/motion_test.py")
-    config.data.batch_size = 2
-    config.loss.update(lpips=0.0, component_lpips=0.0, expression_region_l1=4.0)
-    stage = stage1.make_stage(config)
-    assert "expression_region_l1" in stage.metric_names
-    state = jax.jit(stage.init)(jax.random.PRNGKey(0))
-    batch = jax.tree.map(jnp.asarray, next(make_iterator(config.data)))
-    _, metrics, _ = jax.jit(stage.step)(state, batch, stage.frozen)
-    assert float(metrics["expression_region_l1"]) > 0
-    expected = (config.loss.l1 * metrics["l1"] + config.loss.adversarial * metrics["adversarial"]
-                + 4.0 * metrics["expression_region_l1"])
-    np.testing.assert_allclose(metrics["generator_loss"], expected, rtol=1e-5)
+    check_term_joins_generator_loss("expression_region_l1", 4.0)
 
 
 def test_expression_term_trains_only_the_expression_encoder_through_reenact_s_latent():
