@@ -3,7 +3,7 @@
 Batches are dicts of numpy arrays, images float32 in [-1, 1], NHWC:
   source (B, S, S, 3); driving (B, K, S, S, 3), the ground truth; pose_input (B, K, S, S, 3), driving with eyes
   and mouth covered; expression_input (B, K, E, E, 3); face_mask (B, K, S, S, 1) float {0, 1} of the driving
-  frames; expression_mask (B, K, S, S, 1) float {0, 1}, their eye and mouth hulls, dilated by mask_dilation
+  frames; expression_mask (B, K, S, S, 1) bool, their eye and mouth hulls, dilated by mask_dilation
   (the pixels pose_input covers); identity (B,) int32; where the dataset knows them (SynthHeads)
   driving_pose (B, K, 6) = (yaw, pitch, roll, tx, ty, scale), driving_expression (B, K, n_expr), source_pose
   (B, 6) and source_expression (B, n_expr).
@@ -214,7 +214,7 @@ class MakeExample(grain.transforms.RandomMap):
                                      rescale_points(rec["face_box"], factor), c["mask_dilation"], c["mask_fill"])
         mask = cv2.resize(rec["face_mask"], (size, size), interpolation=cv2.INTER_AREA).reshape(size, size, 1)
         return {"driving": image, "pose_input": covered if c["mask_pose_input"] else image,
-                "face_mask": (mask > 127).astype(np.float32), "expression_mask": region[..., None].astype(np.float32),
+                "face_mask": (mask > 127).astype(np.float32), "expression_mask": region[..., None],
                 "expression_input": self._expression_input(record, rec, rng)}
 
     def random_map(self, anchor, rng):

@@ -22,8 +22,8 @@ def l1_loss(pred, target):
 
 
 def masked_l1_loss(pred, target, mask):
-    """Batch mean of each image's mean absolute difference over the pixels (all channels) where mask (N, H, W, 1)
-    is 1; an image with an empty mask counts 0."""
+    """Batch mean of each image's mean absolute difference over the pixels (all channels) where mask (N, H, W, 1),
+    bool or {0, 1}, is set; an image with an empty mask counts 0."""
     if pred.shape != target.shape or mask.shape != pred.shape[:-1] + (1,):
         raise ValueError(f"masked L1 inputs must be (N, H, W, C) twice and a (N, H, W, 1) mask, got {pred.shape}, "
                          f"{target.shape} and {mask.shape}")

@@ -21,8 +21,8 @@ class RandomBatches:
     """grain data source: record i is this process's slice of global batch i, drawn from seed (seed, i).
 
     Layout as the Stage-1 pipeline: source (b,S,S,3); driving, pose_input (b,K,S,S,3); expression_input
-    (b,K,E,E,3) in [-1, 1]; face_mask (b,K,S,S,1), a centred box of ones; expression_mask (b,K,S,S,1), a band
-    of ones across that box's middle; source_pose (b,6) and driving_pose (b,K,6), random (yaw, pitch, roll, tx,
+    (b,K,E,E,3) in [-1, 1]; face_mask (b,K,S,S,1), a centred box of ones; expression_mask (b,K,S,S,1) bool, a
+    band across that box's middle; source_pose (b,6) and driving_pose (b,K,6), random (yaw, pitch, roll, tx,
     ty, scale), and source_expression (b,n) and driving_expression (b,K,n), random in [0, 1], as SynthHeads
     records them.
     """
@@ -56,8 +56,8 @@ class RandomBatches:
 
         mask = np.zeros((s, s, 1), np.float32)
         mask[s // 4: 3 * s // 4, s // 4: 3 * s // 4] = 1.0
-        band = np.zeros((s, s, 1), np.float32)
-        band[3 * s // 8: 5 * s // 8, s // 4: 3 * s // 4] = 1.0
+        band = np.zeros((s, s, 1), bool)
+        band[3 * s // 8: 5 * s // 8, s // 4: 3 * s // 4] = True
         return {"source": uniform(b, s, s, 3), "driving": uniform(b, k, s, s, 3),
                 "pose_input": uniform(b, k, s, s, 3), "expression_input": uniform(b, k, e, e, 3),
                 "face_mask": np.broadcast_to(mask, (b, k, s, s, 1))[self._rows].copy(),
