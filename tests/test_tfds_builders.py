@@ -161,3 +161,22 @@ def test_spaced_clips_change_expression_more_than_cpu128_s():
     more, less = pairwise_change(spaced), pairwise_change(dense)
     assert more[EXPRESSION_NAMES.index("jaw_open")] > 1.5 * less[EXPRESSION_NAMES.index("jaw_open")]
     assert more.mean() > 1.3 * less.mean()
+
+
+def test_still_heads_keep_one_pose_per_camera_while_the_expression_moves():
+    configs = {c.name: c for c in SynthHeads.BUILDER_CONFIGS}
+    still, spaced = configs["cpu128_still"], configs["cpu128_spaced"]
+    assert {k: v for k, v in vars(still).items() if k not in ("name", "description", "still_head")} == {
+        k: v for k, v in vars(spaced).items() if k not in ("name", "description", "still_head")}
+    for views in (1, still.num_views):
+        key = jax.random.PRNGKey(3)
+        poses, bodies, exprs = (np.asarray(a).reshape(views, still.num_frames, -1)
+                                for a in tfds_synth_heads.clip_poses(key, views, still.num_frames, still.fps, True))
+        moving = [np.asarray(a).reshape(views, still.num_frames, -1)
+                  for a in tfds_synth_heads.clip_poses(key, views, still.num_frames, still.fps)]
+        np.testing.assert_array_equal(poses, np.broadcast_to(poses[:, :1], poses.shape))
+        np.testing.assert_array_equal(bodies, np.broadcast_to(bodies[:, :1], bodies.shape))
+        np.testing.assert_allclose(poses[:, 0], moving[0][:, 0], atol=1e-6)
+        np.testing.assert_array_equal(exprs, moving[2])
+        assert np.abs(np.diff(exprs, axis=1)).max() > 0.1
+        assert np.abs(np.diff(moving[0], axis=1)).max() > 1e-3

@@ -10,6 +10,7 @@ is ever seen in training. Reading needs no TensorFlow: `tfds.builder_from_direct
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
@@ -40,20 +41,27 @@ class SynthHeadsConfig(tfds.core.BuilderConfig):
     fps: float = 25.0
     jpeg_quality: int = 95
     render_chunk: int = 16
+    still_head: bool = False
 
 
-def clip_poses(key, num_views, num_frames, fps):
+def _held(track, still):
+    """The track, or with `still` its first row repeated: a head that keeps its first pose through the clip."""
+    return jnp.broadcast_to(track[:1], track.shape) if still else track
+
+
+def clip_poses(key, num_views, num_frames, fps, still_head=False):
     """Poses, body poses (V*T, 6) and expressions (V*T, NUM_EXPRESSIONS) of one clip, view-major.
 
     The same draws as `synth_heads.sample_multiview_clip` (and `sample_clip` for one view), kept separate so the
-    frames can be rendered in memory-bounded chunks.
+    frames can be rendered in memory-bounded chunks. still_head: the head keeps its first pose while the
+    expression moves, so two frames of one camera differ in expression alone.
     """
     if num_views == 1:
         k_pose, k_expr = jax.random.split(key)
-        poses = synth_heads.pose_trajectory(k_pose, num_frames, fps=fps)
+        poses = _held(synth_heads.pose_trajectory(k_pose, num_frames, fps=fps), still_head)
         return poses, synth_heads.body_from_head(poses), synth_heads.expression_trajectory(k_expr, num_frames, fps)
     k_pose, k_expr, k_view = jax.random.split(key, 3)
-    head = synth_heads.pose_trajectory(k_pose, num_frames, synth_heads.MULTIVIEW_HEAD_RANGES, fps)
+    head = _held(synth_heads.pose_trajectory(k_pose, num_frames, synth_heads.MULTIVIEW_HEAD_RANGES, fps), still_head)
     exprs = synth_heads.expression_trajectory(k_expr, num_frames, fps)
     views = synth_heads.sample_views(k_view, num_views)
     poses = synth_heads.compose_view(views[:, None], head[None]).reshape(-1, 6)
@@ -64,7 +72,8 @@ def clip_poses(key, num_views, num_frames, fps):
 def render_clip(config, identity, sequence):
     """Numpy frame dicts (synth_heads' keys) of one clip, view-major: V*T frames, padded chunks dropped."""
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), identity), sequence)
-    poses, bodies, exprs = (np.asarray(a) for a in clip_poses(key, config.num_views, config.num_frames, config.fps))
+    poses, bodies, exprs = (np.asarray(a) for a in clip_poses(key, config.num_views, config.num_frames, config.fps,
+                                                              config.still_head))
     n, chunk, size = len(poses), config.render_chunk, config.image_size
     parts = []
     for start in range(0, n, chunk):
@@ -98,6 +107,11 @@ class SynthHeads(tfds.core.GeneratorBasedBuilder):
                                                            "apart (fps 2.5): expressions change within a clip as "
                                                            "much as across clips, for Stage-1 pairs",
                          image_size=128, num_identities=200, num_test_identities=20, num_sequences=1, fps=2.5),
+        SynthHeadsConfig(name="cpu128_still", description="cpu128_spaced with heads that keep one pose through "
+                                                          "each clip: two frames of one camera differ in "
+                                                          "expression alone, for Stage-1 pairs that teach it",
+                         image_size=128, num_identities=200, num_test_identities=20, num_sequences=1, fps=2.5,
+                         still_head=True),
         SynthHeadsConfig(name="tiny", description="64 px, 8 identities (2 test), 1 sequence x 2 views x 26 frames",
                          image_size=64, num_identities=8, num_test_identities=2, num_sequences=1, num_views=2,
                          num_frames=26),
