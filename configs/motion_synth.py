@@ -21,7 +21,7 @@ generator's lr (optimizer.generator_lr_multipliers).
   phase 8: from phase 7's generator and discriminator (init_discriminator: init_from must name phase 7's
     workdir), 2,400 steps of phase 7's recipe with the adversarial term at the paper's weight, 1.0 (10x):
     L1 and the face-feature term had stopped sharpening the faces.
-Five more phases are trials, not bundled (README, "The expression is not transferred"):
+Six more phases are trials, not bundled (README, "The expression is not transferred"):
   expression: the expression encoder alone (stage `expression`), 8,000 steps on the true expressions of
     SynthHeads cpu128_expressions (8 expression tracks per identity): phases 1 to 8 left its latent without
     expression (probe R^2 below 0), and the paper's pretrained FAN has no SynthHeads counterpart. Its trunk
@@ -38,9 +38,14 @@ Five more phases are trials, not bundled (README, "The expression is not transfe
   phase 11: from phase 10's generator and discriminator, 1,200 steps of phase 10's recipe on SynthHeads
     cpu128_spaced, whose frames lie 0.4 s apart instead of 0.04 s: within cpu128's 1.3 s clips the smooth
     expression tracks barely move, so few training pairs showed the decoder an expression to draw.
+  phase 12: from phase 8's export (data/motion_synth, the generator alone: the discriminator starts afresh, at
+    phase 7's adversarial weight) with the expression phase's encoder, 2,000 steps of phase 10's terms on
+    SynthHeads cpu128_still, whose heads keep one pose through each clip: three pairs in four come from one
+    camera and differ in expression alone. On cpu128's pairs, where the pose moves too, a decoder given the
+    true expression did not learn to draw it; on pairs of one pose it did (README).
 
 Build the data first: dex-portrait data build synth_heads --config cpu128 (and --config cpu128_expressions
-for the expression phases, --config cpu128_spaced for phase 11)
+for the expression phases, --config cpu128_spaced for phase 11, --config cpu128_still for phase 12)
 Run: dex-portrait train --config configs/motion_synth.py:1 --workdir runs/motion_synth_1
      dex-portrait train --config configs/motion_synth.py:2 --workdir runs/motion_synth_2 \
          --config.init_from=runs/motion_synth_1
@@ -65,6 +70,8 @@ The trials: dex-portrait train --config configs/motion_synth.py:expression --wor
          --config.init_from=runs/motion_synth_9
      dex-portrait train --config configs/motion_synth.py:11 --workdir runs/motion_synth_11 \
          --config.init_from=runs/motion_synth_10
+     dex-portrait train --config configs/motion_synth.py:12 --workdir runs/motion_synth_12 \
+         --config.init_from=data/motion_synth --config.init_expression_from=runs/motion_synth_expression
 Everything not set here (mesh, sharding rules, loss weights) is the paper's (configs/motion_paper.py).
 """
 
@@ -145,6 +152,14 @@ def _phase_11(config):
     config.data.dataset_dir = os.path.expanduser("~/tensorflow_datasets/synth_heads/cpu128_spaced/1.0.0")
 
 
+def _phase_12(config):
+    _phase_7(config)
+    config.total_steps = 2_000
+    config.model.expression.norm = "group"
+    config.loss.update(expression_supervision=1.0, expression_region_l1=10.0)
+    config.data.dataset_dir = os.path.expanduser("~/tensorflow_datasets/synth_heads/cpu128_still/1.0.0")
+
+
 def _expression(config):
     config.stage = "expression"
     config.model.expression.norm = "group"
@@ -157,8 +172,8 @@ def _expression(config):
 
 
 PHASES = {"1": _phase_1, "2": _phase_2, "3": _phase_3, "4": _phase_4, "5": _phase_5, "6": _phase_6, "7": _phase_7,
-          "8": _phase_8, "9": _phase_9, "10": _phase_10, "11": _phase_11, "expression": _expression,
-          "expression_normalised": _expression_normalised}
+          "8": _phase_8, "9": _phase_9, "10": _phase_10, "11": _phase_11, "12": _phase_12,
+          "expression": _expression, "expression_normalised": _expression_normalised}
 
 
 def get_config(phase="8"):

@@ -30,7 +30,7 @@ def test_config_errors(spec, overrides, message):
         apply_overrides(load_config(spec), overrides)
 
 
-@pytest.mark.parametrize("spec", ["configs/motion_paper.py", *(f"configs/motion_synth.py:{p}" for p in range(1, 12)),
+@pytest.mark.parametrize("spec", ["configs/motion_paper.py", *(f"configs/motion_synth.py:{p}" for p in range(1, 13)),
                                   "configs/motion_test.py"])
 def test_shipped_train_configs_are_consistent(spec):
     config = load_config(spec)
