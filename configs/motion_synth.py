@@ -41,8 +41,8 @@ Six more phases are trials, not bundled (README, "The expression is not transfer
   phase 12: from phase 8's export (data/motion_synth, the generator alone: the discriminator starts afresh, at
     phase 7's adversarial weight) with the expression phase's encoder, 2,000 steps of phase 10's terms on
     SynthHeads cpu128_still, whose heads keep one pose through each clip: three pairs in four come from one
-    camera and differ in expression alone. On cpu128's pairs, where the pose moves too, a decoder given the
-    true expression did not learn to draw it; on pairs of one pose it did (README).
+    camera and differ in expression alone. On cpu128_spaced's pairs, where the pose moves too, a decoder given
+    the true expression did not learn to draw it; on pairs of one pose it did (README).
 
 Build the data first: dex-portrait data build synth_heads --config cpu128 (and --config cpu128_expressions
 for the expression phases, --config cpu128_spaced for phase 11, --config cpu128_still for phase 12)
