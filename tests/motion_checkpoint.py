@@ -5,7 +5,7 @@ import jax
 import numpy as np
 
 from dex_jax.config_loading import load_config
-from dex_jax.motion.motion_trainer import build_motion_trainer
+from dex_jax.motion.generator import build_motion_generator
 from dex_jax.motion.summary import example_inputs
 from dex_jax.train.checkpoint import Checkpointer
 
@@ -23,7 +23,7 @@ def write_untrained_run(workdir, step=0, seed=0, expression_norm=None):
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json(indent=2))
     model = config.model
-    shapes = nn.unbox(jax.eval_shape(build_motion_trainer(model).init, jax.random.key(0), *example_inputs(model)))
+    shapes = nn.unbox(jax.eval_shape(build_motion_generator(model).init, jax.random.key(0), *example_inputs(model)))
     rng = np.random.default_rng(seed)
     params = jax.tree.map(lambda s: rng.normal(0.0, 0.05, s.shape).astype(np.float32), shapes["params"])
     moments = jax.tree.map(np.zeros_like, params)

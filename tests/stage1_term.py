@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dex_jax.config_loading import load_config
-from dex_jax.train import stage1
 from dex_jax.train.input import make_iterator
+from dex_jax.train.stages import stage1
 
 
 def check_term_joins_generator_loss(term, weight):

@@ -4,13 +4,13 @@ import cv2
 import jax
 import numpy as np
 import pytest
+from motion_checkpoint import write_untrained_run
 
 from dex_jax import cli
 from dex_jax.data.video_io import read_clip, read_image, write_image, write_video
-from dex_jax.evaluate.model_runner import load_motion_model
 from dex_jax.infer.animate import DEFAULTS
+from dex_jax.infer.pipeline import load_motion_model
 from dex_jax.train.checkpoint import read_checkpoint
-from motion_checkpoint import write_untrained_run
 
 DEMO = DEFAULTS["source"].parent
 

@@ -8,10 +8,11 @@ import pytest
 from dex_jax.data import synth_heads
 from dex_jax.data.augment import expression_crop, expression_matrix, pose_input, region_mask
 from dex_jax.data.face_crop import crop_box, crop_image, crop_matrix, transform_points
-from dex_jax.data.tfds_synth_heads import LANDMARK_GROUPS_MASKED
+from dex_jax.data.synth_face import REGIONS
+from dex_jax.face.regions import masked_groups
 
 SIZE = 64
-GROUPS = list(LANDMARK_GROUPS_MASKED.values())
+GROUPS = masked_groups(REGIONS)
 
 
 @pytest.fixture(scope="module")

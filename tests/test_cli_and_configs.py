@@ -10,7 +10,7 @@ import pytest
 
 from dex_jax.config_loading import ConfigError, apply_overrides, load_config
 from dex_jax.motion.summary import parameter_counts
-from dex_jax.train import expression, stage1
+from dex_jax.train.stages import expression, stage1
 
 
 def test_variants_and_overrides():

@@ -4,10 +4,10 @@ import cv2
 import jax
 import numpy as np
 import pytest
-
-from dex_jax.evaluate.face_landmarker import default_model_path
-from dex_jax.motion.face_perceptual import face_feature_distance, load_face_net
 from stage1_term import check_term_joins_generator_loss
+
+from dex_jax.face.landmarker import default_model_path
+from dex_jax.motion.face_perceptual import face_feature_distance, load_face_net
 from tests.conftest import REPO
 
 

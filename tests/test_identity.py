@@ -11,10 +11,17 @@ from matplotlib import cbook
 
 from dex_jax.convert.arcface import convert_arcface, iresnet_param_shapes, load_arcface, stage_blocks_from_state_dict
 from dex_jax.evaluate import clu_metrics
-from dex_jax.evaluate.arcface import INPUT_SIZE, IRESNET_STAGE_BLOCKS, IResNet
-from dex_jax.evaluate.face_landmarker import FaceLandmarker
-from dex_jax.evaluate.identity import (ARCFACE_TEMPLATE, MEDIAPIPE_FIVE_POINTS, ArcFaceEmbedder, DlibEmbedder,
-                                       align_arcface, embed_frames, similarity_transform)
+from dex_jax.evaluate.identity import (
+    ARCFACE_TEMPLATE,
+    MEDIAPIPE_FIVE_POINTS,
+    ArcFaceEmbedder,
+    DlibEmbedder,
+    align_arcface,
+    embed_frames,
+    similarity_transform,
+)
+from dex_jax.face.arcface import INPUT_SIZE, IRESNET_STAGE_BLOCKS, IResNet
+from dex_jax.face.landmarker import FaceLandmarker
 
 SMALL_BLOCKS = (1, 2, 2, 1)
 

@@ -10,10 +10,17 @@ import skimage.data
 from scipy.spatial.transform import Rotation
 
 from dex_jax.evaluate import clu_metrics
-from dex_jax.evaluate.face_landmarker import (FACE_LANDMARKER_SHA256, NUM_LANDMARKS, FaceLandmarker,
-                                              default_model_path, observe_frames, read_verified_model)
-from dex_jax.evaluate.pose_expression_metrics import (NUM_BLENDSHAPES, expression_distance, head_pose_degrees,
-                                                      pose_distance)
+from dex_jax.evaluate.pose_expression_metrics import expression_distance, pose_distance
+from dex_jax.face.head_pose import head_pose_degrees
+from dex_jax.face.landmarker import (
+    FACE_LANDMARKER_SHA256,
+    NUM_BLENDSHAPES,
+    NUM_LANDMARKS,
+    FaceLandmarker,
+    default_model_path,
+    observe_frames,
+    read_verified_model,
+)
 
 ROLLS = (-20.0, -10.0, -5.0, 5.0, 10.0, 20.0)
 PAD = 64

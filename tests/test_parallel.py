@@ -10,11 +10,11 @@ import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
+from toy_stage import REPO, flat_params, make_toy_stage, toy_config
 
 from dex_jax import parallel
 from dex_jax.train.input import make_iterator
 from dex_jax.train.loop import train
-from toy_stage import REPO, flat_params, make_toy_stage, toy_config
 
 pytestmark = pytest.mark.xdist_group("parallel")  # one worker runs the 8-device subprocess once
 
@@ -26,7 +26,7 @@ from toy_stage import flat_params, make_toy_stage, toy_config
 from dex_jax import parallel
 from dex_jax.cli import main as cli_main
 from dex_jax.config_loading import load_config
-from dex_jax.train import stage1
+from dex_jax.train.stages import stage1
 from dex_jax.train.input import make_iterator
 from dex_jax.train.loop import train
 

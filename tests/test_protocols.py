@@ -12,16 +12,24 @@ from dex_jax.config_loading import load_config
 from dex_jax.data import synth_heads
 from dex_jax.data.pipeline import default_config as data_defaults
 from dex_jax.evaluate.benchmarks import RENDER_CHUNK, Benchmark, Clip, synth_heads_benchmark
-from dex_jax.evaluate.face_landmarker import FaceLandmarker
 from dex_jax.evaluate.identity import DlibEmbedder
-from dex_jax.evaluate.model_runner import MotionAnimator, nearest_faces
-from dex_jax.evaluate.protocols import (cross_reenactment, disentangled_reenactment, ground_truth_disentangled,
-                                        protocol_tasks, reconstruction, run_protocol, self_reenactment)
+from dex_jax.evaluate.protocols import (
+    cross_reenactment,
+    disentangled_reenactment,
+    ground_truth_disentangled,
+    protocol_tasks,
+    reconstruction,
+    run_protocol,
+    self_reenactment,
+)
 from dex_jax.evaluate.report import markdown, summarize
 from dex_jax.evaluate.scoring import Scorer
-from dex_jax.motion.motion_trainer import build_motion_trainer
+from dex_jax.face.landmarker import FaceLandmarker
+from dex_jax.infer.pipeline import MotionPipeline, nearest_faces
+from dex_jax.infer.wrapper import MotionWrapper
+from dex_jax.motion.generator import build_motion_generator
 from dex_jax.motion.summary import example_inputs
-from dex_jax.train.stage1 import random_lpips_params
+from dex_jax.train.stages.stage1 import random_lpips_params
 
 SIZE, CLIPS, FRAMES = 64, 3, 4
 
@@ -45,12 +53,12 @@ def scorer(landmarker):
 @pytest.fixture(scope="module")
 def untrained(landmarker):
     """The `test` motion trainer with random weights, N(0, 0.05^2) drawn with numpy into the shapes `jax.eval_shape`
-    gives: compiling the model's init would take half a minute on a cold cache (test_motion_trainer covers it)."""
+    gives: compiling the model's init would take half a minute on a cold cache (test_motion_generator covers it)."""
     config = load_config("configs/motion_model.py:test")
-    shapes = nn.unbox(jax.eval_shape(build_motion_trainer(config).init, jax.random.key(0), *example_inputs(config)))
+    shapes = nn.unbox(jax.eval_shape(build_motion_generator(config).init, jax.random.key(0), *example_inputs(config)))
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda s: rng.normal(0.0, 0.05, s.shape).astype(np.float32), shapes["params"])
-    return MotionAnimator(config, params, data_defaults(), landmarker, "untrained test model")
+    return MotionPipeline(MotionWrapper(config, params, "untrained test model"), data_defaults(), landmarker)
 
 
 def fake_benchmark(num_clips, lengths=None):

@@ -6,16 +6,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from stage1_term import check_term_joins_generator_loss
 
 from dex_jax.bench.timing import xla_flops
 from dex_jax.config_loading import load_config
-from dex_jax.motion.losses import (EXPRESSION_VARIANCE_FLOOR, expression_supervision_loss, masked_l1_loss,
-                                   pose_supervision_loss)
-from dex_jax.motion.motion_trainer import build_motion_trainer
+from dex_jax.motion.generator import build_motion_generator
+from dex_jax.motion.losses import (
+    EXPRESSION_VARIANCE_FLOOR,
+    expression_supervision_loss,
+    masked_l1_loss,
+    pose_supervision_loss,
+)
 from dex_jax.motion.pose_encoder import POSE_KEYS
-from dex_jax.train import expression, stage1
 from dex_jax.train.input import make_iterator
-from stage1_term import check_term_joins_generator_loss
+from dex_jax.train.stages import expression, stage1
 
 
 def test_loss_is_mean_absolute_pose_error():
@@ -101,7 +105,7 @@ def test_expression_region_term_joins_the_generator_loss():
 
 
 def test_expression_term_trains_only_the_expression_encoder_through_reenact_s_latent():
-    model = build_motion_trainer(load_config("configs/motion_model.py:test"))
+    model = build_motion_generator(load_config("configs/motion_model.py:test"))
     keys = jax.random.split(jax.random.PRNGKey(1), 4)
     source, pose_input, crop = (jax.random.uniform(k, (2, 32, 32, 3), minval=-1, maxval=1) for k in keys[:3])
     params = jax.jit(model.init)(keys[3], source, pose_input, crop)["params"]
@@ -134,7 +138,7 @@ def test_lr_multipliers_scale_only_the_named_submodules():
 
 @pytest.mark.parametrize("detach", [False, True])
 def test_detached_warp_pose_keeps_image_gradients_off_the_pose_encoder(detach):
-    model = build_motion_trainer(load_config("configs/motion_model.py:test"))
+    model = build_motion_generator(load_config("configs/motion_model.py:test"))
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     source, pose_input, crop = (jax.random.uniform(k, (2, 32, 32, 3), minval=-1, maxval=1) for k in keys[:3])
     params = jax.jit(model.init)(keys[3], source, pose_input, crop)["params"]

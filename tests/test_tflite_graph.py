@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from dex_jax.convert.tflite_graph import load_tflite, run_tflite
-from dex_jax.evaluate.face_landmarker import default_model_path
+from dex_jax.face.landmarker import default_model_path
+from dex_jax.face.tflite_graph import load_tflite, run_tflite
 from dex_jax.motion.face_perceptual import FACE_NET_MEMBER, stage_taps
 from tests.conftest import REPO
 

@@ -12,20 +12,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from toy_stage import REPO, flat_params, make_toy_stage, toy_config
 
 from dex_jax.cli import main as cli_main
 from dex_jax.config_loading import load_config
 from dex_jax.motion.lpips import lpips_param_shapes
-from dex_jax.train import stage1
 from dex_jax.train.checkpoint import read_checkpoint
 from dex_jax.train.export import export
 from dex_jax.train.input import make_iterator
 from dex_jax.train.loop import train
 from dex_jax.train.metrics import Progress, image_grid
 from dex_jax.train.nonfinite import NonFiniteError
+from dex_jax.train.stages import stage1
 from dex_jax.train.state import create_state
 from dex_jax.train.warm_start import warm_start, warm_start_module
-from toy_stage import REPO, flat_params, make_toy_stage, toy_config
 
 pytestmark = pytest.mark.xdist_group("train_loop")  # one worker runs the shared Stage-1 run once
 

@@ -6,13 +6,13 @@ import jax
 
 from dex_jax.bench.timing import time_jitted
 from dex_jax.config_loading import load_config
-from dex_jax.motion.motion_trainer import build_motion_trainer
+from dex_jax.motion.generator import build_motion_generator
 from dex_jax.motion.summary import example_inputs, parameter_counts
 
 
 def bench_config(variant, batch, repeats):
     config = load_config(f"configs/motion_model.py:{variant}")
-    trainer = build_motion_trainer(config)
+    trainer = build_motion_generator(config)
     inputs = example_inputs(config, batch)
     variables = jax.jit(trainer.init)(jax.random.key(0), *inputs)
     forward = jax.jit(trainer.apply)

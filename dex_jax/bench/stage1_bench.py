@@ -15,8 +15,8 @@ import jax.numpy as jnp
 
 from dex_jax.bench.timing import peak_flops, time_jitted, xla_flops
 from dex_jax.config_loading import load_config
-from dex_jax.train import stage1
 from dex_jax.train.input import make_iterator
+from dex_jax.train.stages import stage1
 
 
 def _parse(argv):

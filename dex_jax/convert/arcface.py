@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from dex_jax.evaluate.arcface import INPUT_SIZE, STAGE_WIDTHS, IResNet
+from dex_jax.face.arcface import INPUT_SIZE, STAGE_WIDTHS, IResNet
 
 BATCHNORM_EPS = 1e-5
 BLOCK_KEY = re.compile(r"^layer(\d)\.(\d+)\.")

@@ -47,7 +47,9 @@ import tensorflow_datasets as tfds
 from absl import flags
 
 from dex_jax.data.augment import expression_crop, pose_input
-from dex_jax.data.tfds_common import INDEX_FIELDS, MASKED_GROUPS
+from dex_jax.data.tfds_common import INDEX_FIELDS
+from dex_jax.face.regions import masked_groups
+from dex_jax.image import to_float, to_model
 
 KINDS = ("pairs", "clips")
 
@@ -158,13 +160,6 @@ class _Anchors:
         return f"Anchors({self._name}, {len(self._anchors)})"
 
 
-def to_model(image, size):
-    """uint8 (H, W, C) -> float32 (size, size, C) in [-1, 1]."""
-    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (size, size), interpolation=interpolation).reshape(size, size, -1)
-    return resized.astype(np.float32) / 127.5 - 1.0
-
-
 def rescale_points(points, factor):
     """Pixel coordinates (centres at integers) of an image resized by `factor`."""
     return (np.asarray(points, np.float64) + 0.5) * factor - 0.5
@@ -203,7 +198,7 @@ class MakeExample(grain.transforms.RandomMap):
             image, box = driving["image"], driving["face_box"]
             degrees = rng.uniform(-c["rotation_degrees"], c["rotation_degrees"])
         crop = expression_crop(image, box, c["expression_size"], degrees, c["expression_box_scale"])
-        return crop.astype(np.float32) / 127.5 - 1.0
+        return to_float(crop)
 
     def _driving(self, record, rec, rng):
         c = self._config
@@ -250,7 +245,7 @@ def make_loader(config, kind="pairs", shard_options=None):
     if config.split not in metadata["index"]:
         raise ValueError(f"{config.dataset_dir} has no split {config.split!r}; it has {sorted(metadata['index'])}")
     index = RecordIndex(metadata["index"][config.split])
-    groups = [metadata["landmark_groups"][name] for name in MASKED_GROUPS]
+    groups = masked_groups(metadata["landmark_groups"])
     shard_options = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
     if config.batch_size % shard_options.shard_count:
         raise ValueError(f"batch_size {config.batch_size} does not divide over {shard_options.shard_count} processes")

@@ -26,6 +26,12 @@ LANDMARK_GROUPS = {
     "left_iris": range(47, 48), "right_iris": range(48, 49),
 }
 NUM_LANDMARKS = 49
+# The masked face regions (`dex_jax.face.regions.MASKED_REGIONS`) in this landmark scheme.
+REGIONS = {
+    "left_eye": list(LANDMARK_GROUPS["left_eye"]) + list(LANDMARK_GROUPS["left_iris"]),
+    "right_eye": list(LANDMARK_GROUPS["right_eye"]) + list(LANDMARK_GROUPS["right_iris"]),
+    "mouth": list(LANDMARK_GROUPS["mouth_outer"]) + list(LANDMARK_GROUPS["mouth_inner"]),
+}
 
 _SCLERA = (0.94, 0.93, 0.90)
 _PUPIL = (0.02, 0.02, 0.03)

@@ -15,7 +15,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 INDEX_FIELDS = ("subject", "sequence", "camera", "frame")
-MASKED_GROUPS = ("left_eye", "right_eye", "mouth")
 
 
 def encode_jpeg(image, quality):

@@ -16,25 +16,13 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
-from mediapipe.tasks.python.vision import FaceLandmarksConnections
 
 from dex_jax.data.face_crop import CROP_SCALE, CROP_SIZE, CROP_VY_RATIO, crop_box, crop_matrix, transform_points, warp
-from dex_jax.data.tfds_common import (BuildSummary, add_to_index, encode_jpeg, encode_png, frame_features,
-                                      start_index)
+from dex_jax.data.tfds_common import BuildSummary, add_to_index, encode_jpeg, encode_png, frame_features, start_index
 from dex_jax.data.video_io import VideoReadError, find_videos, iter_frames
-from dex_jax.evaluate.face_landmarker import NUM_LANDMARKS, FaceLandmarker
-from dex_jax.evaluate.pose_expression_metrics import NUM_BLENDSHAPES, head_pose_degrees
-
-
-def _indices(connections):
-    return sorted({point for edge in connections for point in (edge.start, edge.end)})
-
-
-_MESH = FaceLandmarksConnections
-LEFT_EYE = _indices(_MESH.FACE_LANDMARKS_LEFT_EYE) + _indices(_MESH.FACE_LANDMARKS_LEFT_IRIS)
-RIGHT_EYE = _indices(_MESH.FACE_LANDMARKS_RIGHT_EYE) + _indices(_MESH.FACE_LANDMARKS_RIGHT_IRIS)
-MOUTH = _indices(_MESH.FACE_LANDMARKS_LIPS)
-FACE_OVAL = _indices(_MESH.FACE_LANDMARKS_FACE_OVAL)
+from dex_jax.face.head_pose import head_pose_degrees
+from dex_jax.face.landmarker import NUM_BLENDSHAPES, NUM_LANDMARKS, FaceLandmarker
+from dex_jax.face.regions import MEDIAPIPE_REGIONS, masked_groups
 
 
 @dataclasses.dataclass
@@ -52,11 +40,11 @@ class PortraitVideosConfig(tfds.core.BuilderConfig):
 
 def face_record(face, frame, config):
     """The record fields of one detected face (a FaceObservation on `frame`)."""
-    box = crop_box(face.landmarks[:, :2], LEFT_EYE, RIGHT_EYE, MOUTH, config.crop_scale, config.crop_vy_ratio)
+    box = crop_box(face.landmarks[:, :2], *masked_groups(MEDIAPIPE_REGIONS), config.crop_scale, config.crop_vy_ratio)
     matrix = crop_matrix(box, config.crop_size)
     points = transform_points(face.landmarks[:, :2], matrix)
     mask = np.zeros((config.crop_size, config.crop_size), np.uint8)
-    hull = cv2.convexHull(np.round(points[FACE_OVAL] * 16).astype(np.int32))
+    hull = cv2.convexHull(np.round(points[MEDIAPIPE_REGIONS["face_oval"]] * 16).astype(np.int32))
     cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_8, shift=4)
     return {
         "image": encode_jpeg(warp(frame, matrix, config.crop_size), config.jpeg_quality),
@@ -118,8 +106,7 @@ class PortraitVideos(tfds.core.GeneratorBasedBuilder):
         for e in entries:
             cameras.setdefault((e.subject, e.sequence), set()).add(e.camera)
         cameras = {key: _ids(names) for key, names in cameras.items()}
-        self.info.metadata["landmark_groups"] = {"left_eye": LEFT_EYE, "right_eye": RIGHT_EYE, "mouth": MOUTH,
-                                                 "face_oval": FACE_OVAL}
+        self.info.metadata["landmark_groups"] = MEDIAPIPE_REGIONS
         self.info.metadata["subject_names"] = sorted(subjects)
         ids = {e.path: {"subject": subjects[e.subject], "sequence": sequences[(e.subject, e.sequence)],
                         "camera": cameras[(e.subject, e.sequence)][e.camera]} for e in entries}

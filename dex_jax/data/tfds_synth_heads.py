@@ -16,15 +16,8 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from dex_jax.data import synth_heads
-from dex_jax.data.synth_face import LANDMARK_GROUPS, NUM_EXPRESSIONS, NUM_LANDMARKS
-from dex_jax.data.tfds_common import (BuildSummary, add_to_index, encode_jpeg, encode_png, frame_features,
-                                      start_index)
-
-LANDMARK_GROUPS_MASKED = {
-    "left_eye": list(LANDMARK_GROUPS["left_eye"]) + list(LANDMARK_GROUPS["left_iris"]),
-    "right_eye": list(LANDMARK_GROUPS["right_eye"]) + list(LANDMARK_GROUPS["right_iris"]),
-    "mouth": list(LANDMARK_GROUPS["mouth_outer"]) + list(LANDMARK_GROUPS["mouth_inner"]),
-}
+from dex_jax.data.synth_face import NUM_EXPRESSIONS, NUM_LANDMARKS, REGIONS
+from dex_jax.data.tfds_common import BuildSummary, add_to_index, encode_jpeg, encode_png, frame_features, start_index
 
 
 @dataclasses.dataclass
@@ -141,7 +134,7 @@ class SynthHeads(tfds.core.GeneratorBasedBuilder):
                              f"{config.num_test_identities} of {config.num_identities}")
         if config.num_frames < 1 or config.num_views < 1 or config.num_sequences < 1:
             raise ValueError("num_frames, num_views and num_sequences must be at least 1")
-        self.info.metadata["landmark_groups"] = LANDMARK_GROUPS_MASKED
+        self.info.metadata["landmark_groups"] = REGIONS
         self.info.metadata["pose_names"] = list(synth_heads.POSE_NAMES)
         self.info.metadata["expression_names"] = list(synth_heads.EXPRESSION_NAMES)
         n_train = config.num_identities - config.num_test_identities

@@ -3,8 +3,8 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dex_jax.diffusion.norms import group_norm
 from dex_jax.nn.layers import conv2d, dense
+from dex_jax.nn.norms import group_norm
 
 IMAGE_AXES = ("batch", "height", "width", "embed")
 

@@ -18,9 +18,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from dex_jax.diffusion.norms import group_norm, layer_norm
 from dex_jax.nn.attention import dot_product_attention
 from dex_jax.nn.layers import conv2d, dense
+from dex_jax.nn.norms import group_norm, layer_norm
 
 TOKEN_AXES = ("batch", "length", "embed")
 LAYER_NORM_EPS = 1e-5

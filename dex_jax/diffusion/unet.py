@@ -4,12 +4,17 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from dex_jax.diffusion.embeddings import TimestepEmbedding, timestep_embedding
-from dex_jax.diffusion.norms import group_norm
 from dex_jax.diffusion.resnet import IMAGE_AXES
 from dex_jax.diffusion.transformer import child_extras
-from dex_jax.diffusion.unet_blocks import (CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D,
-                                           UNetMidBlock2DCrossAttn, UpBlock2D)
+from dex_jax.diffusion.unet_blocks import (
+    CrossAttnDownBlock2D,
+    CrossAttnUpBlock2D,
+    DownBlock2D,
+    UNetMidBlock2DCrossAttn,
+    UpBlock2D,
+)
 from dex_jax.nn.layers import conv2d
+from dex_jax.nn.norms import group_norm
 
 DOWN_BLOCKS = {"CrossAttnDownBlock2D": CrossAttnDownBlock2D, "DownBlock2D": DownBlock2D}
 UP_BLOCKS = {"CrossAttnUpBlock2D": CrossAttnUpBlock2D, "UpBlock2D": UpBlock2D}

@@ -5,10 +5,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from dex_jax.diffusion.norms import group_norm
 from dex_jax.diffusion.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from dex_jax.nn.attention import dot_product_attention
 from dex_jax.nn.layers import conv2d, dense
+from dex_jax.nn.norms import group_norm
 
 EPS = 1e-6
 

@@ -16,16 +16,14 @@ Table 1-shaped row) and DIR/report.json.
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from dex_jax.data.video_io import VIDEO_SUFFIXES, read_clip
 from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY, make_benchmark, parse_benchmark
-from dex_jax.evaluate.face_landmarker import FaceLandmarker
 from dex_jax.evaluate.identity import ArcFaceEmbedder, DlibEmbedder
-from dex_jax.evaluate.model_runner import load_motion_model
 from dex_jax.evaluate.protocols import PROTOCOL_NAMES, protocol_tasks, run_protocol, score_tasks
 from dex_jax.evaluate.report import markdown, summarize, write_report
 from dex_jax.evaluate.scoring import Scorer
+from dex_jax.face.landmarker import FaceLandmarker
+from dex_jax.infer.pipeline import load_motion_model
 from dex_jax.train.checkpoint import checkpoint_paths, read_train_config
 
 MAX_LISTED_SKIPS = 5

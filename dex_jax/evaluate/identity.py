@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dex_jax.evaluate.arcface import INPUT_SIZE, IResNet, iresnet_name, stage_blocks_of
-from dex_jax.evaluate.face_landmarker import check_rgb_uint8
+from dex_jax.face.arcface import INPUT_SIZE, IResNet, iresnet_name, stage_blocks_of
+from dex_jax.face.landmarker import check_rgb_uint8
+from dex_jax.image import to_float
 
 # insightface's `arcface_dst`: where the five points land in a 112x112 crop (image-left eye first).
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -102,7 +103,7 @@ class ArcFaceEmbedder:
 
     def embed_aligned(self, crops):
         """Embeddings (N, 512) of aligned (N, 112, 112, 3) uint8 crops."""
-        x = jnp.asarray(crops, jnp.float32) / 127.5 - 1.0
+        x = to_float(jnp.asarray(crops))
         return np.asarray(self._apply({"params": self._params}, x))
 
     def __call__(self, image):

@@ -1,6 +1,6 @@
 """AED and APD: per-frame expression and head-pose distances from MediaPipe face-landmarker outputs.
 
-Inputs come from `dex_jax.evaluate.face_landmarker` (MediaPipe's FaceLandmarker, IMAGE mode): for each
+Inputs come from `dex_jax.face.landmarker` (MediaPipe's FaceLandmarker, IMAGE mode): for each
 frame, the 52 blendshape scores (in [0, 1], MediaPipe's order, `_neutral` first) and the 4x4 facial
 transformation matrix that maps MediaPipe's canonical face model into camera space (x right, y up,
 z towards the viewer).
@@ -19,35 +19,12 @@ expression and pose parameters, and L1 keeps one badly tracked blendshape from d
 Averaging over the 52 components (rather than summing) puts AED on the scale of DeX-Portrait's
 Table 1 (AED 0.05). Frames where either image has no face are counted separately, never averaged in.
 
-Euler angles: R is the rotation part of the transformation matrix (its nearest rotation, by SVD, so
-any uniform scale is removed), decomposed as R = Rz(roll) @ Ry(yaw) @ Rx(pitch) in camera axes:
-    pitch = atan2(R[2, 1], R[2, 2])            (about x: nodding)
-    yaw   = atan2(-R[2, 0], hypot(R[2, 1], R[2, 2]))   (about y: turning left / right)
-    roll  = atan2(R[1, 0], R[0, 0])            (about z: in-plane tilt)
-Positive roll is a counter-clockwise tilt of the head as seen in the image.
+Head pose angles come from `dex_jax.face.head_pose`.
 """
 
 import jax.numpy as jnp
 
-NUM_BLENDSHAPES = 52
-
-
-def nearest_rotation(matrices):
-    """The rotations closest (Frobenius) to the 3x3 blocks of (..., 4, 4) or (..., 3, 3) matrices."""
-    m = jnp.asarray(matrices, jnp.float32)[..., :3, :3]
-    u, _, vt = jnp.linalg.svd(m)
-    sign = jnp.sign(jnp.linalg.det(u @ vt))
-    u = u.at[..., :, 2].multiply(sign[..., None])
-    return u @ vt
-
-
-def head_pose_degrees(matrices):
-    """(yaw, pitch, roll) in degrees, shape (..., 3), from facial transformation matrices (..., 4, 4)."""
-    r = nearest_rotation(matrices)
-    pitch = jnp.arctan2(r[..., 2, 1], r[..., 2, 2])
-    yaw = jnp.arctan2(-r[..., 2, 0], jnp.hypot(r[..., 2, 1], r[..., 2, 2]))
-    roll = jnp.arctan2(r[..., 1, 0], r[..., 0, 0])
-    return jnp.degrees(jnp.stack([yaw, pitch, roll], axis=-1))
+from dex_jax.face.landmarker import NUM_BLENDSHAPES
 
 
 def wrap_degrees(angles):

@@ -10,24 +10,19 @@ counted in the face metrics' `no_face`, never averaged in (see `clu_metrics`).
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dex_jax.evaluate.clu_metrics import AED, APD, CSIM, L1, LPIPS, PSNR, SSIM, ExpressionTransfer
-from dex_jax.evaluate.face_landmarker import observe_frames
 from dex_jax.evaluate.identity import embed_frames
+from dex_jax.face.landmarker import observe_frames
+from dex_jax.image import to_float
 
 IMAGE_CHUNK = 8
 
 
-def to_model_range(frames):
-    """uint8 frames -> float32 in [-1, 1]."""
-    return jnp.asarray(frames, jnp.float32) / 127.5 - 1.0
-
-
 @jax.jit
 def _image_metrics(predictions, targets, mask, lpips_params, still_targets):
-    p, t = to_model_range(predictions), to_model_range(targets)
+    p, t = to_float(predictions), to_float(targets)
     scores = {"psnr": PSNR.from_model_output(predictions=p, targets=t, mask=mask),
               "ssim": SSIM.from_model_output(predictions=p, targets=t, mask=mask),
               "l1": L1.from_model_output(predictions=p, targets=t, mask=mask)}
@@ -35,7 +30,7 @@ def _image_metrics(predictions, targets, mask, lpips_params, still_targets):
         scores["lpips"] = LPIPS.from_model_output(predictions=p, targets=t, lpips_params=lpips_params, mask=mask)
     if still_targets is not None:
         scores["expression_transfer"] = ExpressionTransfer.from_model_output(
-            predictions=p, targets=t, still_targets=to_model_range(still_targets), mask=mask)
+            predictions=p, targets=t, still_targets=to_float(still_targets), mask=mask)
     return scores
 
 

@@ -32,10 +32,10 @@ import numpy as np
 
 from dex_jax.data import synth_heads
 from dex_jax.data.augment import expression_crop
-from dex_jax.data.pipeline import to_model
 from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY
-from dex_jax.evaluate.model_runner import read_generator
-from dex_jax.motion.motion_trainer import build_motion_trainer
+from dex_jax.image import to_float, to_model
+from dex_jax.infer.wrapper import read_generator
+from dex_jax.motion.generator import build_motion_generator
 from dex_jax.train.warm_start import check_fits, trained_model_config, trained_module
 
 DEG = math.pi / 180
@@ -68,7 +68,7 @@ def probe_frames(num_frames, identities, seed):
 
 def encode(model_config, params, data_config, images, boxes):
     """(predicted poses (N, 6) in POSE_NAMES order, expression latents (N, D)) of rendered frames."""
-    model = build_motion_trainer(model_config)
+    model = build_motion_generator(model_config)
     size, crop_size = model_config.image_size, model_config.expression.image_size
 
     @jax.jit
@@ -82,8 +82,8 @@ def encode(model_config, params, data_config, images, boxes):
     for start in range(0, len(images), CHUNK):
         batch = slice(start, start + CHUNK)
         pose_images = np.stack([to_model(image, size) for image in images[batch]])
-        crops = np.stack([expression_crop(image, box, crop_size, 0.0, data_config.expression_box_scale)
-                          for image, box in zip(images[batch], boxes[batch])]).astype(np.float32) / 127.5 - 1.0
+        crops = to_float(np.stack([expression_crop(image, box, crop_size, 0.0, data_config.expression_box_scale)
+                          for image, box in zip(images[batch], boxes[batch])]))
         pose, latent = run(pose_images, crops)
         poses.append(np.asarray(pose, np.float64))
         latents.append(np.asarray(latent, np.float64))

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 from dex_jax.data.video_io import read_clip, read_image, write_image, write_video
-from dex_jax.evaluate.face_landmarker import FaceLandmarker
-from dex_jax.evaluate.model_runner import load_motion_model
+from dex_jax.face.landmarker import FaceLandmarker
+from dex_jax.infer.pipeline import load_motion_model
 
 DEMO = Path(__file__).resolve().parents[2] / "data"
 DEFAULTS = {"source": DEMO / "demo" / "source.png", "driving": DEMO / "demo" / "driving.mp4",

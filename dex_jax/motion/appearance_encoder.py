@@ -5,11 +5,9 @@ from typing import Sequence
 import flax.linen as nn
 
 from dex_jax.nn.layers import conv2d, conv3d
+from dex_jax.nn.norms import group_norm
 
-
-def group_norm(groups, dtype, name):
-    """GroupNorm with exact two-pass variance, as PyTorch computes it."""
-    return nn.GroupNorm(groups, dtype=dtype, use_fast_variance=False, name=name)
+GROUP_NORM_EPS = 1e-6
 
 
 class ResBlock3d(nn.Module):
@@ -21,9 +19,9 @@ class ResBlock3d(nn.Module):
     @nn.compact
     def __call__(self, x):
         channels = x.shape[-1]
-        h = nn.relu(group_norm(self.norm_groups, self.dtype, "norm1")(x))
+        h = nn.relu(group_norm(self.norm_groups, GROUP_NORM_EPS, self.dtype, "norm1")(x))
         h = conv3d(channels, 3, padding=1, dtype=self.dtype, name="conv1")(h)
-        h = nn.relu(group_norm(self.norm_groups, self.dtype, "norm2")(h))
+        h = nn.relu(group_norm(self.norm_groups, GROUP_NORM_EPS, self.dtype, "norm2")(h))
         h = conv3d(channels, 3, padding=1, dtype=self.dtype, name="conv2")(h)
         return x + h
 
@@ -54,10 +52,10 @@ class AppearanceEncoder(nn.Module):
                 f"feature_channels {self.feature_channels} != volume_channels {self.volume_channels}"
                 f" x volume_depth {self.volume_depth}")
         x = conv2d(self.block_channels[0], 3, padding=1, dtype=self.dtype, name="stem")(image)
-        x = nn.relu(group_norm(self.norm_groups, self.dtype, "stem_norm")(x))
+        x = nn.relu(group_norm(self.norm_groups, GROUP_NORM_EPS, self.dtype, "stem_norm")(x))
         for i, channels in enumerate(self.block_channels[1:]):
             x = conv2d(channels, 3, padding=1, dtype=self.dtype, name=f"down_{i}")(x)
-            x = nn.relu(group_norm(self.norm_groups, self.dtype, f"down_{i}_norm")(x))
+            x = nn.relu(group_norm(self.norm_groups, GROUP_NORM_EPS, self.dtype, f"down_{i}_norm")(x))
             x = nn.avg_pool(x, (2, 2), (2, 2))
         x = conv2d(self.feature_channels, 1, dtype=self.dtype, name="lift")(x)
         n, h, w, _ = x.shape

@@ -6,19 +6,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from dex_jax.nn.layers import conv2d, dense
+from dex_jax.nn.norms import layer_norm
 
 LAYER_NORM_EPS = 1e-6
 GRN_EPS = 1e-6
 MLP_RATIO = 4
 DEPTHWISE_AXES = (None, None, None, "conv_out")
-
-
-def layer_norm(dtype=None, name=None):
-    """Channels-last LayerNorm with timm's eps and exact (two-pass) variance."""
-    return nn.LayerNorm(
-        epsilon=LAYER_NORM_EPS, use_fast_variance=False, dtype=dtype,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)), name=name)
 
 
 class GlobalResponseNorm(nn.Module):
@@ -66,7 +59,7 @@ class ConvNeXtBlock(nn.Module):
             kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), DEPTHWISE_AXES),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
             name="conv_dw")(x)
-        y = layer_norm(self.dtype, name="norm")(y)
+        y = layer_norm(LAYER_NORM_EPS, self.dtype, name="norm")(y)
         y = GrnMlp(MLP_RATIO * c, dtype=self.dtype, name="mlp")(y)
         return x + y
 
@@ -82,7 +75,7 @@ class ConvNeXtStage(nn.Module):
     @nn.compact
     def __call__(self, x):
         if self.downsample:
-            x = layer_norm(self.dtype, name="downsample_0")(x)
+            x = layer_norm(LAYER_NORM_EPS, self.dtype, name="downsample_0")(x)
             x = conv2d(self.dim, 2, strides=2, padding="VALID", dtype=self.dtype, name="downsample_1")(x)
         for j in range(self.depth):
             x = ConvNeXtBlock(dtype=self.dtype, name=f"blocks_{j}")(x)
@@ -105,7 +98,7 @@ class ConvNeXtV2(nn.Module):
             raise ValueError(f"ConvNeXtV2: depths {tuple(self.depths)} and dims {tuple(self.dims)} "
                              "differ in length")
         x = conv2d(self.dims[0], 4, strides=4, padding="VALID", dtype=self.dtype, name="stem_0")(x)
-        x = layer_norm(self.dtype, name="stem_1")(x)
+        x = layer_norm(LAYER_NORM_EPS, self.dtype, name="stem_1")(x)
         for i, (depth, dim) in enumerate(zip(self.depths, self.dims)):
             x = ConvNeXtStage(depth, dim, downsample=i > 0, dtype=self.dtype, name=f"stages_{i}")(x)
         return x

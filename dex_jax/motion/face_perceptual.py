@@ -15,8 +15,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from dex_jax.convert.tflite_graph import load_tflite, run_tflite
-from dex_jax.evaluate.face_landmarker import FACE_LANDMARKER_SHA256, default_model_path, read_verified_model
+from dex_jax.face.landmarker import FACE_LANDMARKER_SHA256, default_model_path, read_verified_model
+from dex_jax.face.tflite_graph import load_tflite, run_tflite
 from dex_jax.motion.lpips import spatial_reduce, unit_normalize
 
 FACE_NET_SIZE = 256

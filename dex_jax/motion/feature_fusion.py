@@ -5,8 +5,9 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dex_jax.motion.appearance_encoder import group_norm
+from dex_jax.motion.appearance_encoder import GROUP_NORM_EPS
 from dex_jax.nn.layers import conv2d, conv3d, dense
+from dex_jax.nn.norms import group_norm
 
 
 def flatten_depth(volume):
@@ -31,9 +32,9 @@ class FlattenCNN(nn.Module):
             raise ValueError(f"volume shapes differ: {source_volume.shape} vs {warped_volume.shape}")
         x = jnp.concatenate([source_volume, warped_volume], axis=-1)
         groups_in = min(self.norm_groups, x.shape[-1])
-        h = nn.relu(group_norm(groups_in, self.dtype, "norm1")(x))
+        h = nn.relu(group_norm(groups_in, GROUP_NORM_EPS, self.dtype, "norm1")(x))
         h = conv3d(self.out_channels, 3, strides=(1, 2, 2), padding=1, dtype=self.dtype, name="conv1")(h)
-        h = nn.relu(group_norm(self.norm_groups, self.dtype, "norm2")(h))
+        h = nn.relu(group_norm(self.norm_groups, GROUP_NORM_EPS, self.dtype, "norm2")(h))
         h = conv3d(self.out_channels, 3, padding=1, dtype=self.dtype, name="conv2")(h)
         shortcut = nn.avg_pool(x, (1, 2, 2), (1, 2, 2))
         shortcut = conv3d(self.out_channels, 1, dtype=self.dtype, name="shortcut")(shortcut)

@@ -5,8 +5,9 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dex_jax.motion.convnext_v2 import ConvNeXtV2, layer_norm
+from dex_jax.motion.convnext_v2 import LAYER_NORM_EPS, ConvNeXtV2
 from dex_jax.nn.layers import dense
+from dex_jax.nn.norms import layer_norm
 
 POSE_KEYS = ("yaw", "pitch", "roll", "tx", "ty", "scale")
 MAX_ANGLE = jnp.pi / 2
@@ -47,7 +48,7 @@ class PoseEncoder(nn.Module):
         check_pose_input(x)
         features = ConvNeXtV2(self.depths, self.dims, dtype=self.dtype, name="backbone")(x)
         pooled = jnp.mean(features, axis=(1, 2))
-        pooled = layer_norm(self.dtype, name="head_norm")(pooled)
+        pooled = layer_norm(LAYER_NORM_EPS, self.dtype, name="head_norm")(pooled)
         raw = dense(len(POSE_KEYS), dtype=self.dtype, kernel_init=nn.initializers.zeros_init(),
                     name="head")(pooled)
         return pose_from_raw(raw)

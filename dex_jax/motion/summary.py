@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dex_jax.motion.motion_trainer import build_discriminator, build_motion_trainer
+from dex_jax.motion.generator import build_discriminator, build_motion_generator
 
 
 def example_inputs(config, batch=1):
@@ -20,7 +20,7 @@ def count(tree):
 
 def parameter_counts(config):
     """{network name: parameter count} for the motion trainer's parts and the discriminator."""
-    trainer = build_motion_trainer(config)
+    trainer = build_motion_generator(config)
     shapes = jax.eval_shape(lambda: trainer.init(jax.random.key(0), *example_inputs(config)))
     params = nn.unbox(shapes["params"])
     counts = {name: count(tree) for name, tree in params.items()}

@@ -47,16 +47,3 @@ def dense(features, use_bias=True, dtype=None, kernel_init=nn.initializers.lecun
         features, use_bias=use_bias, dtype=dtype,
         kernel_init=_partitioned(kernel_init, axes),
         bias_init=_partitioned(nn.initializers.zeros_init(), (axes[1],)), name=name)
-
-
-class Affine(nn.Module):
-    """Per-channel scale and shift: the form a frozen BatchNorm takes once folded at import."""
-
-    dtype: object = None
-
-    @nn.compact
-    def __call__(self, x):
-        c = x.shape[-1]
-        scale = self.param("scale", _partitioned(nn.initializers.ones_init(), ("norm",)), (c,))
-        bias = self.param("bias", _partitioned(nn.initializers.zeros_init(), ("norm",)), (c,))
-        return x * scale.astype(self.dtype or x.dtype) + bias.astype(self.dtype or x.dtype)

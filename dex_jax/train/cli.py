@@ -81,7 +81,7 @@ def main(argv):
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("dex_jax").setLevel(logging.INFO)
     initialize_from_environment()
-    stage_module = importlib.import_module(f"dex_jax.train.{config.stage}")
+    stage_module = importlib.import_module(f"dex_jax.train.stages.{config.stage}")
     stage_module.check_config(config)
     loop.check_config(config)
     data = make_iterator(config.data)

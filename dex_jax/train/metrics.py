@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from dex_jax.image import to_uint8
+
 
 def metric_collection(names):
     """A clu.metrics Collection class with one Average per metric name."""
@@ -64,11 +66,6 @@ class EventWriter:
     def close(self):
         if self._writer:
             self._writer.close()
-
-
-def to_uint8(images):
-    """Float images in [-1, 1] -> uint8 in [0, 255]."""
-    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def image_grid(columns):

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from dex_jax.motion.motion_trainer import submodule_fields
+from dex_jax.motion.generator import submodule_fields
 from dex_jax.train.checkpoint import checkpoint_paths, generator_params, read_checkpoint, read_train_config
 
 

@@ -13,7 +13,8 @@ Input: aligned 112x112 RGB faces, NHWC in [-1, 1] (insightface's (x / 255 - 0.5)
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dex_jax.nn.layers import Affine, conv2d, dense
+from dex_jax.nn.layers import conv2d, dense
+from dex_jax.nn.norms import Affine
 
 IRESNET_STAGE_BLOCKS = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3)}
 STAGE_WIDTHS = (64, 128, 256, 512)

@@ -20,7 +20,7 @@ import optax
 from dex_jax.motion.expression_encoder import ExpressionEncoder
 from dex_jax.motion.losses import expression_supervision_loss
 from dex_jax.train.loop import Stage
-from dex_jax.train.stage1 import flatten_expression_targets, make_optimizer
+from dex_jax.train.stages.stage1 import flatten_expression_targets, make_optimizer
 from dex_jax.train.state import apply_gradients, create_state, ema_update
 
 METRIC_NAMES = ("expression_supervision", "constant_guess", "generator_grad_norm", "learning_rate")

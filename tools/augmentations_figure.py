@@ -14,7 +14,8 @@ import numpy as np
 
 from dex_jax.data import synth_heads
 from dex_jax.data.augment import expression_crop, pose_input
-from dex_jax.data.tfds_synth_heads import LANDMARK_GROUPS_MASKED
+from dex_jax.data.synth_face import REGIONS
+from dex_jax.face.regions import masked_groups
 
 COLUMNS = ("driving", "pose input", "expr. -25 deg", "expr. +25 deg", "other view", "expr. other view")
 HEADER = 28
@@ -38,7 +39,7 @@ def _header(tile):
 
 def figure(num_rows=4, size=256, tile=144, expression_size=224, seed=0, dilation=0.04):
     """The grid as an (H, W, 3) uint8 RGB image: frames rendered at `size` px, shown as `tile` px squares."""
-    groups = list(LANDMARK_GROUPS_MASKED.values())
+    groups = masked_groups(REGIONS)
     rows = []
     for row in range(num_rows):
         clip = synth_heads.sample_multiview_clip(jax.random.PRNGKey(seed + row), row, 2, 1, size, size, seed)

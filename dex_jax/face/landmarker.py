@@ -15,10 +15,11 @@ import numpy as np
 from mediapipe.tasks.python import vision
 from mediapipe.tasks.python.core.base_options import BaseOptions
 
-from dex_jax.evaluate.pose_expression_metrics import NUM_BLENDSHAPES, head_pose_degrees
+from dex_jax.face.head_pose import head_pose_degrees
 
 FACE_LANDMARKER_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
 NUM_LANDMARKS = 478
+NUM_BLENDSHAPES = 52
 
 
 @dataclasses.dataclass(frozen=True)

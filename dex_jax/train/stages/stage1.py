@@ -29,10 +29,16 @@ import optax
 
 from dex_jax.convert.lpips_vgg import load_lpips
 from dex_jax.motion.face_perceptual import load_face_net
-from dex_jax.motion.losses import (discriminator_loss, expression_supervision_loss, masked_l1_loss,
-                                   motion_generator_loss, pose_supervision_loss, r1_penalty)
+from dex_jax.motion.generator import build_discriminator, build_motion_generator
+from dex_jax.motion.losses import (
+    discriminator_loss,
+    expression_supervision_loss,
+    masked_l1_loss,
+    motion_generator_loss,
+    pose_supervision_loss,
+    r1_penalty,
+)
 from dex_jax.motion.lpips import lpips_param_shapes
-from dex_jax.motion.motion_trainer import build_discriminator, build_motion_trainer
 from dex_jax.train.loop import Stage
 from dex_jax.train.state import apply_gradients, create_state, ema_update, step_rng
 
@@ -118,7 +124,7 @@ def _flat(x):
 def flatten_pairs(batch):
     """Batch of B examples with K driving frames -> (source (B), pose input, expression input, target, mask (B*K)).
 
-    Row i of the B*K rows is driving frame i % K of source i // K, as `MotionTrainer.reenact` expects.
+    Row i of the B*K rows is driving frame i % K of source i // K, as `MotionGenerator.reenact` expects.
     """
     return (batch["source"], _flat(batch["pose_input"]), _flat(batch["expression_input"]),
             _flat(batch["driving"]), _flat(batch["face_mask"]))
@@ -152,7 +158,7 @@ def make_stage(config, lpips=None):
     """
     config = config.copy_and_resolve_references()
     model = config.model
-    generator = build_motion_trainer(model)
+    generator = build_motion_generator(model)
     discriminator = build_discriminator(model)
     dtype = jnp.dtype(model.dtype)
     g_optimizer, g_schedule = make_optimizer(config.optimizer, config.optimizer.lr, config.total_steps,

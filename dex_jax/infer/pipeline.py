@@ -1,10 +1,7 @@
-"""A Stage-1 checkpoint as an `animate(source, pose_frames, expression_frames) -> frames` callable.
+"""The Stage-1 inference pipeline: `animate(source, pose_frames, expression_frames) -> frames`.
 
-Checkpoint layout (dex_jax.train): a training workdir holds WORKDIR/config.json (the train config with its
-`model` and `data` sections) and WORKDIR/checkpoints/<step>/state (orbax, the TrainState as a nested dict:
-params/generator, ema/generator, step, ...). The newest intact step is read with
-`train.checkpoint.read_checkpoint`; the generator's EMA params are used where the state has them, else its raw
-params. The checkpoint path may name the workdir or its checkpoints/ folder.
+It does the I/O-side work around `infer.wrapper.MotionWrapper` (the jitted model): finds faces, builds the
+model's inputs, batches the driving frames in chunks of DRIVE_CHUNK and resizes the result to the source.
 
 The model's inputs are built as the training pipeline builds them (`dex_jax.data.pipeline`, `augment`), from
 MediaPipe landmarks of each driving frame (the landmarks `portrait_videos` records):
@@ -18,44 +15,17 @@ any face the whole frame is the face box and nothing is covered. Such frames are
 `frames_without_face`. Generated frames are resized back to the source frame's size.
 """
 
-import functools
-
-import cv2
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dex_jax.data.augment import expression_crop, pose_input
-from dex_jax.data.pipeline import default_config as data_defaults
-from dex_jax.data.pipeline import rescale_points, to_model
-from dex_jax.data.tfds_portrait_videos import LEFT_EYE, MOUTH, RIGHT_EYE
-from dex_jax.evaluate.face_landmarker import FaceLandmarker, check_rgb_uint8, observe_frames
-from dex_jax.motion.motion_trainer import build_motion_trainer
-from dex_jax.train.checkpoint import checkpoint_paths, generator_params, read_checkpoint, read_train_config
+from dex_jax.data.pipeline import rescale_points
+from dex_jax.face.landmarker import FaceLandmarker, check_rgb_uint8, observe_frames
+from dex_jax.face.regions import MEDIAPIPE_REGIONS, masked_groups
+from dex_jax.image import resize, to_float, to_model, to_uint8
+from dex_jax.infer.wrapper import MotionWrapper, read_generator
 
 DRIVE_CHUNK = 8
-MASKED_GROUPS = (LEFT_EYE, RIGHT_EYE, MOUTH)
-
-
-def _encode(model, params, source):
-    def run(module, image):
-        volume, latent = module.encode_appearance(image)
-        return volume, latent, module.encode_pose(image)
-
-    return model.apply({"params": params}, source, method=run)
-
-
-def _drive(model, params, volume, latent, source_pose, pose_inputs, expression_inputs):
-    n = pose_inputs.shape[0]
-
-    def tile(x):
-        return jnp.broadcast_to(x, (n,) + x.shape[1:])
-
-    def run(module):
-        return module.render(tile(volume), tile(latent), jax.tree.map(tile, source_pose),
-                             module.encode_pose(pose_inputs), module.encode_expression(expression_inputs))
-
-    return model.apply({"params": params}, method=run)
+MASKED_GROUPS = masked_groups(MEDIAPIPE_REGIONS)
 
 
 def nearest_faces(found):
@@ -67,17 +37,11 @@ def nearest_faces(found):
     return with_face[np.argmin(np.abs(frames[:, None] - with_face[None]), axis=1)]
 
 
-def to_uint8(images):
-    """Model images in [-1, 1] -> uint8."""
-    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
 def resize_frames(frames, height, width):
     """(T, h, w, 3) uint8 frames resized to height x width (area averaging when shrinking)."""
     if frames.shape[1:3] == (height, width):
         return frames
-    interpolation = cv2.INTER_AREA if frames.shape[1] > height else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f, (width, height), interpolation=interpolation) for f in frames])
+    return np.stack([resize(f, height, width) for f in frames])
 
 
 def check_clip(frames, what):
@@ -88,19 +52,16 @@ def check_clip(frames, what):
     return frames
 
 
-class MotionAnimator:
+class MotionPipeline:
     """animate(source (H, W, 3) uint8, pose_frames, expression_frames (T, h, w, 3) uint8) -> (T, H, W, 3) uint8."""
 
-    def __init__(self, model_config, params, data_config, landmarker, description="motion trainer"):
-        self.model_config = model_config
-        self.params = params
+    def __init__(self, wrapper, data_config, landmarker):
+        self.wrapper = wrapper
+        self.model_config = wrapper.model_config
+        self.description = wrapper.description
         self.data_config = data_config
         self.landmarker = landmarker
-        self.description = description
         self.frames_without_face = {"pose": 0, "expression": 0}
-        model = build_motion_trainer(model_config)
-        self._encode = jax.jit(functools.partial(_encode, model))
-        self._drive = jax.jit(functools.partial(_drive, model))
 
     def faces(self, frames):
         """Per frame (landmarks (478, 2) or None, face box (x0, y0, x1, y1)) in frame pixels; frames without a face."""
@@ -131,7 +92,7 @@ class MotionAnimator:
         """(T, E, E, 3) expression inputs in [-1, 1]: the face squares, resized."""
         size, scale = self.model_config.expression.image_size, self.data_config.expression_box_scale
         crops = [expression_crop(frame, box, size, 0.0, scale) for frame, (_, box) in zip(frames, faces)]
-        return np.stack(crops).astype(np.float32) / 127.5 - 1.0
+        return to_float(np.stack(crops))
 
     def __call__(self, source, pose_frames, expression_frames):
         source = np.asarray(source)
@@ -148,39 +109,21 @@ class MotionAnimator:
         else:
             expression_faces = pose_faces
         self.frames_without_face["expression"] += missing
-        volume, latent, source_pose = self._encode(self.params, to_model(source, self.model_config.image_size)[None])
+        volume, latent, source_pose = self.wrapper.encode(to_model(source, self.model_config.image_size)[None])
         poses = self.pose_inputs(pose_frames, pose_faces)
         expressions = self.expression_inputs(expression_frames, expression_faces)
         n, outputs = len(poses), []
         for start in range(0, n, DRIVE_CHUNK):
             take = np.minimum(np.arange(start, start + DRIVE_CHUNK), n - 1)
-            images = self._drive(self.params, volume, latent, source_pose, poses[take], expressions[take])
+            images = self.wrapper.drive(volume, latent, source_pose, poses[take], expressions[take])
             outputs.append(to_uint8(images)[: min(DRIVE_CHUNK, n - start)])
         return resize_frames(np.concatenate(outputs), *source.shape[:2])
 
 
-def read_generator(checkpoint_dir):
-    """(model config, generator params, data config, description) of the newest intact step (EMA params if any)."""
-    folder, config_path = checkpoint_paths(checkpoint_dir)
-    config = read_train_config(config_path)
-    if "model" not in config:
-        raise ValueError(f"{config_path} has no `model` section: not a motion-trainer run")
-    state = read_checkpoint(folder)
-    params, use_ema = generator_params(state)
-    data = data_defaults()
-    keys = ("mask_pose_input", "mask_dilation", "mask_fill", "expression_box_scale")
-    data.update({key: config.data[key] for key in keys if "data" in config and key in config.data})
-    step = int(np.asarray(state["step"])) if "step" in state else None
-    description = f"{folder.parent.name} step {step} ({'EMA' if use_ema else 'raw'} generator)"
-    if step == 0:
-        description += ", untrained"
-    return config.model, params, data, description
-
-
 def load_motion_model(checkpoint_dir, landmarker=None):
-    """A MotionAnimator of the newest intact step under `checkpoint_dir` (module docstring); EMA params if any.
+    """A MotionPipeline of the newest intact step under `checkpoint_dir` (module docstring); EMA params if any.
 
     landmarker: the MediaPipe FaceLandmarker that finds the driving faces (default: a new one).
     """
     model, params, data, description = read_generator(checkpoint_dir)
-    return MotionAnimator(model, params, data, landmarker or FaceLandmarker(), description)
+    return MotionPipeline(MotionWrapper(model, params, description), data, landmarker or FaceLandmarker())

@@ -1,4 +1,4 @@
-"""SynthHeads picture grid, rows identity x pose, columns expression: `python -m dex_jax.data.synth_grid [PATH]`."""
+"""SynthHeads picture grid, rows identity x pose, columns expression: `python -m tools.synth_grid [PATH]`."""
 
 import math
 import sys

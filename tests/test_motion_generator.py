@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dex_jax.config_loading import load_config
-from dex_jax.motion.motion_trainer import MotionTrainer, build_motion_trainer
+from dex_jax.motion.generator import MotionGenerator, build_motion_generator
 from dex_jax.motion.summary import example_inputs, parameter_counts
 
 pytestmark = pytest.mark.xdist_group("motion_trainer")  # one worker builds the module's model once
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.xdist_group("motion_trainer")  # one worker builds the 
 @pytest.fixture(scope="module")
 def test_model():
     config = load_config("configs/motion_model.py:test")
-    trainer = build_motion_trainer(config)
+    trainer = build_motion_generator(config)
     inputs = [jax.random.uniform(k, x.shape, minval=-1, maxval=1)
               for k, x in zip(jax.random.split(jax.random.key(1), 3), example_inputs(config, batch=2))]
     variables = nn.unbox(jax.jit(trainer.init)(jax.random.key(0), *inputs))
@@ -33,7 +33,7 @@ def jitted_apply(trainer, variables, *args, method=None):
 ])
 def test_shapes_follow_the_config(variant, volume, features, latents, image):
     config = load_config(f"configs/motion_model.py:{variant}")
-    trainer = build_motion_trainer(config)
+    trainer = build_motion_generator(config)
     source, pose_input, crop = example_inputs(config)
 
     def shapes(source, pose_input, crop):
@@ -62,10 +62,10 @@ def test_forward_and_standalone_encoders(test_model):
     config, trainer, variables, (source, pose_input, crop) = test_model
     image = jitted_apply(trainer, variables, source, pose_input, crop)
     assert image.shape == source.shape and np.isfinite(np.asarray(image)).all()
-    pose = jitted_apply(trainer, variables, pose_input, method=MotionTrainer.encode_pose)
+    pose = jitted_apply(trainer, variables, pose_input, method=MotionGenerator.encode_pose)
     assert set(pose) == {"yaw", "pitch", "roll", "tx", "ty", "scale"}
     assert all(v.shape == (2,) for v in pose.values())
-    latent = jitted_apply(trainer, variables, crop, method=MotionTrainer.encode_expression)
+    latent = jitted_apply(trainer, variables, crop, method=MotionGenerator.encode_expression)
     assert latent.shape == (2, config.expression.latent_dim)
 
 
@@ -97,7 +97,7 @@ def test_one_source_driving_k_rows_equals_the_repeated_source(test_model):
     drivers, crops = drivers[order], crops[order]
 
     def run(params, src):
-        image, source_pose, _, _ = trainer.apply({"params": params}, src, drivers, crops, method=MotionTrainer.reenact)
+        image, source_pose, _, _ = trainer.apply({"params": params}, src, drivers, crops, method=MotionGenerator.reenact)
         return jnp.mean(image ** 2) + jnp.mean(source_pose["yaw"] ** 2), (image, source_pose)
 
     once = jax.jit(jax.value_and_grad(run, has_aux=True))(variables["params"], source)
@@ -107,7 +107,7 @@ def test_one_source_driving_k_rows_equals_the_repeated_source(test_model):
     for got, want in zip(jax.tree.leaves(once), jax.tree.leaves(repeated)):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-3 * float(np.max(np.abs(want))) + 1e-6)
     with pytest.raises(ValueError, match="2 sources cannot drive 5 pose inputs"):
-        trainer.apply(variables, source, drivers[:5], crops[:5], method=MotionTrainer.reenact)
+        trainer.apply(variables, source, drivers[:5], crops[:5], method=MotionGenerator.reenact)
 
 
 def test_bad_inputs_and_configs_name_the_problem(test_model):
@@ -117,4 +117,4 @@ def test_bad_inputs_and_configs_name_the_problem(test_model):
     bad = load_config("configs/motion_model.py:test")
     bad.fusion.nonexistent = 3
     with pytest.raises(ValueError, match="fusion.*nonexistent"):
-        build_motion_trainer(bad)
+        build_motion_generator(bad)

@@ -22,7 +22,7 @@ def pose_to_matrix(pose):
     return geometry.pose_from_params(*(pose[k] for k in POSE_KEYS))
 
 
-class MotionTrainer(nn.Module):
+class MotionGenerator(nn.Module):
     """Composes the Stage-1 networks; each submodule is usable alone (the diffusion stage reuses two).
 
     source (N,S,S,3) -> appearance volume V_s and source pose P_s; the pose input (driving image with
@@ -92,10 +92,10 @@ def _build(cls, name, sub_config, dtype):
         raise ValueError(f"bad config for {name}: {err}") from None
 
 
-def build_motion_trainer(config: ml_collections.ConfigDict) -> MotionTrainer:
+def build_motion_generator(config: ml_collections.ConfigDict) -> MotionGenerator:
     """The motion trainer described by a `configs/motion_model.py` config."""
     dtype = _dtype(config)
-    return MotionTrainer(
+    return MotionGenerator(
         appearance=_build(AppearanceEncoder, "appearance", config.appearance, dtype),
         pose=_build(PoseEncoder, "pose", config.pose, dtype),
         expression=_build(ExpressionEncoder, "expression", config.expression, dtype),
@@ -107,7 +107,7 @@ def build_motion_trainer(config: ml_collections.ConfigDict) -> MotionTrainer:
 
 def submodule_fields(config: ml_collections.ConfigDict) -> dict:
     """{submodule name: the fields it is built with, defaults filled in} of the motion trainer `config` describes."""
-    trainer = build_motion_trainer(config)
+    trainer = build_motion_generator(config)
     fields = {}
     for field in dataclasses.fields(trainer):
         submodule = getattr(trainer, field.name)

@@ -1,6 +1,6 @@
 """The bundled inputs of `dex-portrait animate`: a SynthHeads source photo and driving clips of unseen identities.
 
-    python -m dex_jax.infer.demo_assets [--out data/demo]
+    python -m tools.demo_assets [--out data/demo]
 
 writes source.png (identity A), driving.mp4 (identity B: head pose and expression move together),
 pose.mp4 (identity C: head pose only, neutral face) and expression.mp4 (identity D: expression only, frontal),
@@ -44,7 +44,7 @@ def neutral(poses, expressions):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m dex_jax.infer.demo_assets", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.demo_assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="data/demo", help="folder to write the assets into")
     args = parser.parse_args(argv)

@@ -1,0 +1,1 @@
+"""Face analysis shared by data, training and evaluation: MediaPipe landmarks, head pose, regions, ArcFace."""

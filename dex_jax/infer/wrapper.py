@@ -1,0 +1,75 @@
+"""The thin jitted Stage-1 model wrapper: a checkpoint's generator as two compiled calls.
+
+Checkpoint layout (dex_jax.train): a training workdir holds WORKDIR/config.json (the train config with its
+`model` and `data` sections) and WORKDIR/checkpoints/<step>/state (orbax, the TrainState as a nested dict:
+params/generator, ema/generator, step, ...). The newest intact step is read with
+`train.checkpoint.read_checkpoint`; the generator's EMA params are used where the state has them, else its raw
+params. The checkpoint path may name the workdir or its checkpoints/ folder.
+
+`MotionWrapper` holds the params and does no I/O, cropping or batching (that is `infer.pipeline`):
+  encode(source (1, S, S, 3))                     -> (appearance volume, appearance latent, source pose)
+  drive(volume, latent, source pose, pose inputs (n, S, S, 3), expression inputs (n, E, E, 3)) -> (n, S, S, 3)
+with every image in [-1, 1]; `drive` broadcasts the one source over the n driving frames.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dex_jax.data.pipeline import default_config as data_defaults
+from dex_jax.motion.generator import build_motion_generator
+from dex_jax.train.checkpoint import checkpoint_paths, generator_params, read_checkpoint, read_train_config
+
+
+def _encode(model, params, source):
+    def run(module, image):
+        volume, latent = module.encode_appearance(image)
+        return volume, latent, module.encode_pose(image)
+
+    return model.apply({"params": params}, source, method=run)
+
+
+def _drive(model, params, volume, latent, source_pose, pose_inputs, expression_inputs):
+    n = pose_inputs.shape[0]
+
+    def tile(x):
+        return jnp.broadcast_to(x, (n,) + x.shape[1:])
+
+    def run(module):
+        return module.render(tile(volume), tile(latent), jax.tree.map(tile, source_pose),
+                             module.encode_pose(pose_inputs), module.encode_expression(expression_inputs))
+
+    return model.apply({"params": params}, method=run)
+
+
+class MotionWrapper:
+    """A Stage-1 generator and its params as jitted `encode` and `drive` (module docstring)."""
+
+    def __init__(self, model_config, params, description="motion generator"):
+        self.model_config = model_config
+        self.params = params
+        self.description = description
+        model = build_motion_generator(model_config)
+        encode, drive = jax.jit(functools.partial(_encode, model)), jax.jit(functools.partial(_drive, model))
+        self.encode = functools.partial(encode, params)
+        self.drive = functools.partial(drive, params)
+
+
+def read_generator(checkpoint_dir):
+    """(model config, generator params, data config, description) of the newest intact step (EMA params if any)."""
+    folder, config_path = checkpoint_paths(checkpoint_dir)
+    config = read_train_config(config_path)
+    if "model" not in config:
+        raise ValueError(f"{config_path} has no `model` section: not a motion-trainer run")
+    state = read_checkpoint(folder)
+    params, use_ema = generator_params(state)
+    data = data_defaults()
+    keys = ("mask_pose_input", "mask_dilation", "mask_fill", "expression_box_scale")
+    data.update({key: config.data[key] for key in keys if "data" in config and key in config.data})
+    step = int(np.asarray(state["step"])) if "step" in state else None
+    description = f"{folder.parent.name} step {step} ({'EMA' if use_ema else 'raw'} generator)"
+    if step == 0:
+        description += ", untrained"
+    return config.model, params, data, description
