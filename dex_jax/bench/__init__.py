@@ -2,6 +2,8 @@
 
 import importlib
 
+from dex_jax.bench.timing import machine
+
 BENCHMARKS = {
     "motion": ("dex_jax.bench.motion_bench", "stage-1 generator forward time per config"),
     "conv": ("dex_jax.bench.conv_bench", "XLA's 3D and transposed convs against our CPU forms"),
@@ -21,4 +23,6 @@ def main(argv):
         return 0 if argv else 2
     if argv[0] not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {argv[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    if argv[1:2] not in (["-h"], ["--help"]):
+        print(f"machine: {machine()}", flush=True)
     return importlib.import_module(BENCHMARKS[argv[0]][0]).main(argv[1:])

@@ -1,5 +1,8 @@
-"""Wall-clock timing of jitted functions (compile once, then the median of repeated runs), FLOPs and peak FLOP/s."""
+"""Wall-clock timing of jitted functions (compile once, then the median of repeated runs), FLOPs, peak FLOP/s,
+and the machine every figure is printed with."""
 
+import os
+import platform
 import time
 
 import jax
@@ -34,3 +37,18 @@ def xla_flops(compiled):
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
     return float(analysis.get("flops", 0.0))
+
+
+def machine():
+    """The machine a figure was measured on: CPU model and usable cores, plus the accelerator if JAX has one."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    text = f"{model}, {cores} cores"
+    if jax.default_backend() != "cpu":
+        text += f"; {jax.device_count()} x {jax.devices()[0].device_kind}"
+    return text + f"; jax {jax.__version__}"
