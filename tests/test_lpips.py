@@ -11,8 +11,8 @@ import pytest
 import torch
 import torchvision
 
-from dex_jax.convert.lpips_vgg import (convert_lpips, convert_vgg16_features, load_lpips, read_state_dict,
-                                       shipped_heads_path)
+from dex_jax.convert.lpips_vgg import convert_lpips, convert_vgg16_features, load_lpips, shipped_heads_path
+from dex_jax.convert.torch_state import read_state_dict
 from dex_jax.motion import losses
 from dex_jax.motion.lpips import LPIPS, lpips_distance, lpips_param_shapes, unit_normalize
 
@@ -117,7 +117,8 @@ def test_converter_errors_name_keys(state_dict):
     with pytest.raises(ValueError, match=r"features\.12\.bias"):
         convert_lpips(broken, broken)
     broken = dict(state_dict, **{"lin2.model.1.weight": np.zeros((1, 128, 1, 1), np.float32)})
-    with pytest.raises(ValueError, match=r"lin2\.model\.1\.weight has shape \(1, 128, 1, 1\)"):
+    with pytest.raises(ValueError, match=r"lin2\.model\.1\.weight checkpoint \(1, 128, 1, 1\) "
+                                         r"vs model \(1, 256, 1, 1\)"):
         convert_lpips(broken, broken)
 
 

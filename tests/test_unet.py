@@ -17,8 +17,9 @@ from diffusers.models.upsampling import Upsample2D as TorchUpsample
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from configs.unet_model import get_config
-from dex_jax.convert.diffusers_unet import (convert_unet, diffusers_config, flax_param_path, flax_param_value,
-                                            load_unet, read_safetensors, unet_config_from_diffusers)
+from dex_jax.convert.diffusers_checkpoint import flax_param_path
+from dex_jax.convert.diffusers_unet import convert_unet, diffusers_config, load_unet, unet_config_from_diffusers
+from dex_jax.convert.torch_state import to_flax
 from dex_jax.diffusion.embeddings import timestep_embedding
 from dex_jax.diffusion.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from dex_jax.diffusion.transformer import BasicTransformerBlock, reference_to_extras
@@ -47,7 +48,7 @@ def nhwc(t):
 
 def torch_params(module):
     """A small torch module's state dict -> Flax params with the converter's rename rules."""
-    flat = {flax_param_path(k, v.ndim): jnp.asarray(flax_param_value(v.numpy())) for k, v in module.state_dict().items()}
+    flat = {flax_param_path(k, v.ndim): jnp.asarray(to_flax(v.numpy())) for k, v in module.state_dict().items()}
     return unflatten_dict(flat)
 
 
@@ -268,7 +269,7 @@ def test_mismatched_checkpoint_lists_keys(tiny_a):
         convert_unet(state, tiny_a.config)
     message = str(err.value)
     assert "\n" not in message
-    assert "conv_in.weight checkpoint (3, 3, 5, 32) vs model (3, 3, 4, 32)" in message
+    assert "conv_in.weight checkpoint (32, 5, 3, 3) vs model (32, 4, 3, 3)" in message
     assert "mid_block.resnets_1.conv1.bias" in message
     assert "add_embedding.linear_1.weight (4, 4)" in message
     with pytest.raises(ValueError, match="original"):
@@ -310,12 +311,3 @@ def test_sd15_diffusers_config_maps_to_ours():
         "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]}
     assert unet_config_from_diffusers(sd15_unet_config_json).to_dict() == get_config("sd15").to_dict()
 
-
-def test_read_safetensors_keeps_half_precision(tmp_path):
-    from safetensors.torch import save_file
-    tensors = {"a": torch.tensor([1.5, -2.25], dtype=torch.bfloat16), "b": torch.arange(6.0).reshape(2, 3).half()}
-    save_file(tensors, tmp_path / "w.safetensors")
-    read = read_safetensors(tmp_path / "w.safetensors")
-    assert str(read["a"].dtype) == "bfloat16" and read["b"].dtype == np.float16
-    np.testing.assert_array_equal(read["a"].astype(np.float32), [1.5, -2.25])
-    np.testing.assert_array_equal(read["b"], np.arange(6.0).reshape(2, 3))

@@ -14,7 +14,7 @@ from dex_jax.config_loading import load_config
 from dex_jax.convert.diffusers_unet import convert_unet, diffusers_config, model_shapes
 from dex_jax.diffusion.unet import unet_from_config
 
-CONFIG_FILE = "configs/unet_model.py"
+CONFIG_FILE = "unet_model.py"
 CPU_CASES = (("tiny_a", 16, 1), ("sd15", 32, 1))
 GPU_CASES = (("sd15", 64, 1), ("sd15", 64, 8), ("sd15", 64, 16))
 TEXT_TOKENS = 77
@@ -46,7 +46,7 @@ def _random_params(config):
     """Small random float32 params for `unet_from_config(config)`, for timing when diffusers is absent."""
     rng = np.random.default_rng(0)
     shapes = model_shapes(unet_from_config(config), config)
-    return unflatten_dict({path: 0.02 * rng.standard_normal(s.shape, np.float32) for path, s in shapes.items()})
+    return unflatten_dict({path: 0.02 * rng.standard_normal(shape, np.float32) for path, shape in shapes.items()})
 
 
 def _torch_side(config, inputs, dtype, device, iters):

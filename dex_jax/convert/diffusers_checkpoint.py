@@ -1,41 +1,11 @@
-"""What the diffusers UNet and VAE importers share: weight files, PyTorch -> Flax names and layouts, errors."""
+"""What the diffusers UNet and VAE importers share: weight files, configs, PyTorch -> Flax param names."""
 
 import json
 from pathlib import Path
 
-import jax
 import ml_collections
-import ml_dtypes
-import numpy as np
-from flax import linen as nn
-from flax.traverse_util import flatten_dict
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
-SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
-MAX_LISTED = 5
-
-
-def read_safetensors(path):
-    """A .safetensors file -> {name: numpy array}; float16/bfloat16 stay as stored. One-line ValueError if invalid."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            header_size = int.from_bytes(f.read(8), "little")
-            if not 0 < header_size < 100_000_000:
-                raise ValueError("bad header size")
-            header = json.loads(f.read(header_size))
-            start = 8 + header_size
-            tensors = {}
-            for name, info in header.items():
-                if name == "__metadata__":
-                    continue
-                begin, end = info["data_offsets"]
-                f.seek(start + begin)
-                dtype = np.dtype(SAFETENSORS_DTYPES[info["dtype"]])
-                tensors[name] = np.frombuffer(f.read(end - begin), dtype).reshape(info["shape"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
-    return tensors
 
 
 def locate(path, subfolder, model):
@@ -80,13 +50,6 @@ def with_overrides(config, overrides):
     return config
 
 
-def to_numpy(value):
-    """A torch tensor or array-like -> numpy, without importing torch."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().float().numpy()
-    return np.asarray(value)
-
-
 def flax_param_path(torch_key, ndim):
     """'down_blocks.0.attentions.0.proj_in.weight' -> ('down_blocks_0', 'attentions_0', 'proj_in', 'kernel')."""
     *modules, leaf = torch_key.split(".")
@@ -99,28 +62,3 @@ def flax_param_path(torch_key, ndim):
     if leaf == "weight":
         leaf = "kernel" if ndim in (2, 4) else "scale"
     return tuple(path) + (leaf,)
-
-
-def flax_param_value(array):
-    """OIHW conv weights -> HWIO, linear (out, in) -> (in, out), everything else as is; float32."""
-    array = np.asarray(array, np.float32)
-    if array.ndim == 4:
-        return array.transpose(2, 3, 1, 0)
-    if array.ndim == 2:
-        return array.T
-    return array
-
-
-def abstract_params(module, *args, **kwargs):
-    """Flattened {path: ShapeDtypeStruct} of the params `module.init(key, *args, **kwargs)` makes, unallocated."""
-    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), *args, **kwargs))
-    return flatten_dict(nn.unbox(shapes)["params"])
-
-
-def mismatch_error(model, mismatched, missing, unexpected):
-    """One-line ValueError listing the first few of each kind of checkpoint/model disagreement."""
-    parts = [f"{label}: " + "; ".join(items[:MAX_LISTED])
-             for label, items in (("shape mismatches", mismatched), ("missing from checkpoint", missing),
-                                  ("not in the model", unexpected)) if items]
-    counts = f"({len(mismatched)} mismatched, {len(missing)} missing, {len(unexpected)} unexpected)"
-    return ValueError(f"checkpoint does not match the {model} config {counts}: " + " | ".join(parts))

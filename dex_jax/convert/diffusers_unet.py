@@ -7,9 +7,9 @@ import numpy as np
 from flax import linen as nn
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from dex_jax.convert.diffusers_checkpoint import (abstract_params, check_config, flax_param_path, flax_param_value,
-                                                  locate, mismatch_error, read_config, read_safetensors, to_numpy,
-                                                  with_overrides)
+from dex_jax.convert.diffusers_checkpoint import check_config, flax_param_path, locate, read_config, with_overrides
+from dex_jax.convert.torch_state import (flax_param_shapes, mismatch_error, read_state_dict, shape_of, to_flax,
+                                         torch_shape)
 from dex_jax.diffusion.unet import init_inputs, unet_from_config
 
 NEW_MODULES = ("attn_expr", "norm_expr")  # our additions, absent from diffusers checkpoints; initialised
@@ -63,9 +63,9 @@ def diffusers_config(config):
 
 
 def model_shapes(module, config):
-    """Flattened (path -> ShapeDtypeStruct) params of `module`, computed without allocating."""
+    """Flattened {path: shape} of the params of `module`, computed without allocating."""
     args, kwargs = init_inputs(config)
-    return abstract_params(module, *args, **kwargs)
+    return flax_param_shapes(module, *args, **kwargs)
 
 
 def _initialised(module, config, paths, seed):
@@ -92,22 +92,21 @@ def convert_unet(state_dict, config, seed=0):
     expected = model_shapes(module, config)
     params, mismatched, unexpected = {}, [], []
     for key, value in state_dict.items():
-        value = to_numpy(value)
-        path = flax_param_path(key, value.ndim)
+        path = flax_param_path(key, len(shape_of(value)))
         if path not in expected:
-            unexpected.append(f"{key} {tuple(value.shape)}")
+            unexpected.append(f"{key} {shape_of(value)}")
             continue
-        value = flax_param_value(value)
-        want = expected[path].shape
+        value = to_flax(value)
+        want = expected[path]
         if path == ("conv_in", "kernel") and value.shape[2] == config.in_channels and want[2] > value.shape[2]:
             value = np.pad(value, ((0, 0), (0, 0), (0, want[2] - value.shape[2]), (0, 0)))
         if value.shape != want:
-            mismatched.append(f"{key} checkpoint {value.shape} vs model {want}")
+            mismatched.append(f"{key} checkpoint {shape_of(state_dict[key])} vs model {torch_shape(want)}")
             continue
         params[path] = jnp.asarray(value)
     absent = [path for path in expected if path not in params]
     new = [path for path in absent if any(part in NEW_MODULES for part in path)]
-    missing = [".".join(path) for path in absent if path not in new]
+    missing = [f"{'.'.join(path)} {torch_shape(expected[path])}" for path in absent if path not in new]
     if mismatched or missing or unexpected:
         raise mismatch_error("UNet", mismatched, missing, unexpected)
     if new:
@@ -131,5 +130,5 @@ def load_unet(path, config=None, **overrides):
     if not isinstance(config, ml_collections.ConfigDict):
         config = unet_config_from_diffusers(config)
     config = with_overrides(config, overrides)
-    params = convert_unet(read_safetensors(weights), config)
+    params = convert_unet(read_state_dict(weights), config)
     return unet_from_config(config), params

@@ -1,15 +1,14 @@
 """diffusers AutoencoderKL weights (folder or .safetensors) -> our Flax VAE params."""
 
-import re
 from pathlib import Path
 
 import jax.numpy as jnp
 import ml_collections
 from flax.traverse_util import unflatten_dict
 
-from dex_jax.convert.diffusers_checkpoint import (abstract_params, check_config, flax_param_path, flax_param_value,
-                                                  locate, mismatch_error, read_config, read_safetensors, to_numpy,
-                                                  with_overrides)
+from dex_jax.convert.diffusers_checkpoint import check_config, flax_param_path, locate, read_config, with_overrides
+from dex_jax.convert.torch_state import (flax_param_shapes, mismatch_error, read_state_dict, shape_of, to_flax,
+                                         to_numpy, torch_key, torch_shape)
 from dex_jax.diffusion.vae import vae_from_config
 
 DEFAULT_NORM_GROUPS = 32  # every SD-family VAE; weights alone cannot tell the group count
@@ -59,40 +58,25 @@ def vae_config_from_weights(state_dict):
         mid_block_add_attention=any(".mid_block.attentions." in key for key in state_dict)))
 
 
-def _current_key(torch_key):
+def _current_key(name):
     """'encoder.mid_block.attentions.0.query.weight' -> 'encoder.mid_block.attentions.0.to_q.weight'."""
-    if ".attentions." not in torch_key:
-        return torch_key
-    return ".".join(DEPRECATED_ATTENTION.get(part, part) for part in torch_key.split("."))
+    if ".attentions." not in name:
+        return name
+    return ".".join(DEPRECATED_ATTENTION.get(part, part) for part in name.split("."))
 
 
-def _torch_key(path):
-    """('decoder', 'up_blocks_0', 'resnets_1', 'norm1', 'scale') -> 'decoder.up_blocks.0.resnets.1.norm1.weight'."""
-    *modules, leaf = path
-    names = [re.sub(r"_(\d+)$", r".\1", name) for name in modules]
-    return ".".join(names + ["bias" if leaf == "bias" else "weight"])
-
-
-def _torch_shape(shape):
-    """A Flax param shape in PyTorch's layout: HWIO -> OIHW, (in, out) -> (out, in)."""
-    if len(shape) == 4:
-        return (shape[3], shape[2], shape[0], shape[1])
-    return tuple(reversed(shape))
-
-
-def _flax_param(torch_key, array):
+def _flax_param(name, array):
     """A diffusers VAE param -> (Flax path, Flax array), renaming pre-refactor attention names."""
-    key = _current_key(torch_key)
+    key = _current_key(name)
     if ".attentions.0." in key and array.ndim == 4 and array.shape[2:] == (1, 1):
         array = array[:, :, 0, 0]  # old checkpoints stored the attention projections as 1x1 convs
-    return flax_param_path(key, array.ndim), flax_param_value(array)
+    return flax_param_path(key, array.ndim), to_flax(array)
 
 
 def param_shapes(module):
     """Flattened {path: shape} of the module's params, computed without allocating."""
     f = module.downsample_factor
-    shapes = abstract_params(module, jnp.zeros((1, f, f, module.in_channels)))
-    return {path: value.shape for path, value in shapes.items()}
+    return flax_param_shapes(module, jnp.zeros((1, f, f, module.in_channels)))
 
 
 def convert_vae(state_dict, config):
@@ -110,12 +94,12 @@ def convert_vae(state_dict, config):
         path, array = _flax_param(key, value)
         seen.add(path)
         if path not in expected:
-            unexpected.append(f"{key} {tuple(value.shape)}")
+            unexpected.append(f"{key} {shape_of(value)}")
         elif array.shape != expected[path]:
-            mismatched.append(f"{key} checkpoint {tuple(value.shape)} vs model {_torch_shape(expected[path])}")
+            mismatched.append(f"{key} checkpoint {shape_of(value)} vs model {torch_shape(expected[path])}")
         else:
             params[path] = jnp.asarray(array)
-    missing = [f"{_torch_key(path)} {_torch_shape(shape)}" for path, shape in expected.items() if path not in seen]
+    missing = [f"{torch_key(path)} {torch_shape(shape)}" for path, shape in expected.items() if path not in seen]
     if mismatched or missing or unexpected:
         raise mismatch_error("VAE", mismatched, missing, unexpected)
     return unflatten_dict(params)
@@ -131,7 +115,7 @@ def load_vae(path, config=None, **overrides):
     if not Path(path).exists():
         raise ValueError(f"{path} does not exist")
     weights, config_file = locate(path, "vae", "VAE")
-    state_dict = read_safetensors(weights)
+    state_dict = read_state_dict(weights)
     config = read_config(config if config is not None else config_file)
     if config is None:
         config = vae_config_from_weights(state_dict)

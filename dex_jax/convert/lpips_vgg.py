@@ -4,8 +4,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-import numpy as np
-
+from dex_jax.convert.torch_state import check_state_dict, read_state_dict, to_flax, torch_shape
 from dex_jax.motion.lpips import VGG16_BLOCKS, lpips_param_shapes
 
 # torchvision `vgg16().state_dict()` ("features.0.weight"), `vgg16().features.state_dict()` ("0.weight")
@@ -15,7 +14,6 @@ VGG_KEY = re.compile(r"^(?:features\.|(?:net\.)?slice[1-5]\.)?(\d+)\.(weight|bia
 # lpips heads: "lin0.model.1.weight" (with dropout, lpips' default) or "lin0.model.0.weight" (without).
 HEAD_KEY = re.compile(r"^lin(\d+)\.model\.\d+\.weight$")
 SHIPPED_HEADS = Path("weights", "v0.1", "vgg.pth")
-MAX_REPORTED = 4
 
 
 def vgg16_conv_indices():
@@ -30,36 +28,24 @@ def vgg16_conv_indices():
     return names
 
 
-def _raise_problems(what, problems):
-    if problems:
-        shown = "; ".join(problems[:MAX_REPORTED])
-        more = f" (and {len(problems) - MAX_REPORTED} more)" if len(problems) > MAX_REPORTED else ""
-        raise ValueError(f"{what}: {shown}{more}")
-
-
-def _torch_shape(hwio_shape):
-    return tuple(hwio_shape[i] for i in (3, 2, 0, 1))
-
-
 def convert_vgg16_features(state_dict):
-    """torchvision / lpips VGG16 state dict (name -> array) -> params of `VGG16Features` (the `vgg` subtree)."""
+    """torchvision / lpips VGG16 state dict (name -> array) -> params of `VGG16Features` (the `vgg` subtree).
+
+    Keys the VGG16 trunk does not name (a classifier, lpips' heads) are ignored.
+    """
     found = {}
     for key, value in state_dict.items():
         match = VGG_KEY.match(key)
         if match:
-            found[(int(match.group(1)), match.group(2))] = (key, np.asarray(value, np.float32))
-    expected = lpips_param_shapes()["vgg"]
-    problems = []
+            found[f"features.{match.group(1)}.{match.group(2)}"] = value
+    shapes = lpips_param_shapes()["vgg"]
+    expected = {}
     for index, name in vgg16_conv_indices().items():
-        kernel_shape = expected[name]["kernel"].shape
-        for part, want in (("weight", _torch_shape(kernel_shape)), ("bias", expected[name]["bias"].shape)):
-            if (index, part) not in found:
-                problems.append(f"missing features.{index}.{part} (expected shape {want})")
-            elif found[(index, part)][1].shape != want:
-                key, value = found[(index, part)]
-                problems.append(f"{key} has shape {value.shape}, expected {want}")
-    _raise_problems("VGG16 state dict does not fit VGG16Features", problems)
-    return {name: {"kernel": found[(index, "weight")][1].transpose(2, 3, 1, 0), "bias": found[(index, "bias")][1]}
+        expected[f"features.{index}.weight"] = torch_shape(shapes[name]["kernel"].shape)
+        expected[f"features.{index}.bias"] = tuple(shapes[name]["bias"].shape)
+    check_state_dict("VGG16", found, expected)
+    return {name: {"kernel": to_flax(found[f"features.{index}.weight"]),
+                   "bias": to_flax(found[f"features.{index}.bias"])}
             for index, name in vgg16_conv_indices().items()}
 
 
@@ -69,19 +55,12 @@ def convert_lpips_heads(state_dict):
     for key, value in state_dict.items():
         match = HEAD_KEY.match(key)
         if match:
-            found[int(match.group(1))] = (key, np.asarray(value, np.float32))
-    expected = lpips_param_shapes()
-    params, problems = {}, []
-    for k in range(len(VGG16_BLOCKS)):
-        want = _torch_shape(expected[f"heads_{k}"]["kernel"].shape)
-        if k not in found:
-            problems.append(f"missing lin{k}.model.1.weight (expected shape {want})")
-        elif found[k][1].shape != want:
-            problems.append(f"{found[k][0]} has shape {found[k][1].shape}, expected {want}")
-        else:
-            params[f"heads_{k}"] = {"kernel": found[k][1].transpose(2, 3, 1, 0)}
-    _raise_problems("lpips heads state dict does not fit LPIPS", problems)
-    return params
+            found[f"lin{match.group(1)}.model.1.weight"] = value
+    shapes = lpips_param_shapes()
+    expected = {f"lin{k}.model.1.weight": torch_shape(shapes[f"heads_{k}"]["kernel"].shape)
+                for k in range(len(VGG16_BLOCKS))}
+    check_state_dict("lpips heads", found, expected)
+    return {f"heads_{k}": {"kernel": to_flax(found[f"lin{k}.model.1.weight"])} for k in range(len(VGG16_BLOCKS))}
 
 
 def convert_lpips(vgg_state_dict, heads_state_dict):
@@ -96,19 +75,6 @@ def shipped_heads_path():
         return None
     path = Path(next(iter(spec.submodule_search_locations)), SHIPPED_HEADS)
     return path if path.is_file() else None
-
-
-def read_state_dict(path):
-    """A PyTorch state dict file (.pth/.pt/.bin, read with weights_only=True) or .safetensors -> name -> array."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-        return load_file(str(path))
-    import torch
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    return {k: v.float().numpy() for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
 def load_lpips(vgg_path, heads_path=None):
