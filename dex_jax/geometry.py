@@ -70,27 +70,6 @@ def rotation_from_euler(yaw, pitch, roll):
     return _matmul(rz, _matmul(ry, rx))
 
 
-def rotation_from_6d(x6):
-    """Rotation matrices (..., 3, 3) from the continuous 6D representation (Zhou et al. 2019).
-
-    x6[..., :3] and x6[..., 3:] are two 3-vectors a1, a2; Gram-Schmidt gives the columns
-    b1 = a1 / |a1|, b2 = normalize(a2 - (b1 . a2) b1), b3 = b1 x b2, so R = [b1 b2 b3] (det +1).
-    A rotation's first two columns, concatenated, map back to that rotation.
-    """
-    x6 = _float(x6)
-    if x6.shape[-1:] != (6,):
-        raise ValueError(f"6D rotation input must have a last axis of size 6, got shape {x6.shape}")
-
-    def normalize(v):
-        return v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
-
-    b1 = normalize(x6[..., :3])
-    a2 = x6[..., 3:]
-    b2 = normalize(a2 - (b1 * a2).sum(-1, keepdims=True) * b1)
-    b3 = jnp.cross(b1, b2)
-    return jnp.stack([b1, b2, b3], -1)
-
-
 def pose_matrix(rotation, translation_xy, scale):
     """Pose P = [s R | t] of shape (..., 3, 4) with t = (tx, ty, 0).
 
@@ -117,13 +96,6 @@ def pose_from_params(yaw, pitch, roll, tx, ty, scale):
     X_cam = s R X + t in normalized [-1, 1]^3 space (see `pose_matrix`).
     """
     return pose_matrix(rotation_from_euler(yaw, pitch, roll), jnp.stack(jnp.broadcast_arrays(tx, ty), -1), scale)
-
-
-def to_homogeneous(pose):
-    """Append the row (0, 0, 0, 1): (..., 3, 4) -> (..., 4, 4)."""
-    pose = _pose(pose, "pose")
-    last = jnp.broadcast_to(jnp.array([0.0, 0.0, 0.0, 1.0], pose.dtype), pose.shape[:-2] + (1, 4))
-    return jnp.concatenate([pose, last], -2)
 
 
 def compose(pose_a, pose_b):

@@ -25,6 +25,12 @@ def translation_pose(tx, ty):
     return pose_from_params(0.0, 0.0, 0.0, tx, ty, 1.0)[None]
 
 
+def _homogeneous(pose):
+    """(..., 3, 4) -> (..., 4, 4) with the row (0, 0, 0, 1) appended."""
+    pose = np.asarray(pose)
+    return np.concatenate([pose, np.broadcast_to([[0.0, 0.0, 0.0, 1.0]], pose.shape[:-2] + (1, 4))], -2)
+
+
 def test_compose_invert_round_trip():
     rng = np.random.default_rng(0)
     poses = pose_from_params(**random_params(rng, 6))
@@ -32,7 +38,7 @@ def test_compose_invert_round_trip():
     np.testing.assert_allclose(geometry.compose(poses, geometry.invert(poses)), identity, atol=1e-5)
     np.testing.assert_allclose(geometry.compose(geometry.invert(poses), poses), identity, atol=1e-5)
     others = pose_from_params(**random_params(rng, 6))
-    homogeneous = geometry.to_homogeneous(poses) @ geometry.to_homogeneous(others)
+    homogeneous = _homogeneous(poses) @ _homogeneous(others)
     np.testing.assert_allclose(geometry.compose(poses, others), homogeneous[:, :3], atol=1e-5)
     points = rng.normal(size=(6, 3)).astype(np.float32)
     mapped = np.einsum("nij,nj->ni", np.asarray(poses)[:, :, :3], points) + np.asarray(poses)[:, :, 3]
@@ -64,16 +70,6 @@ def test_rotation_from_euler_orthonormal_and_ordered():
 
     for i in range(8):
         np.testing.assert_allclose(rotation[i], rz(roll[i]) @ ry(yaw[i]) @ rx(pitch[i]), atol=1e-6)
-
-
-def test_rotation_from_6d():
-    rng = np.random.default_rng(2)
-    rotation = np.asarray(geometry.rotation_from_6d(rng.normal(size=(8, 6))), np.float64)
-    np.testing.assert_allclose(rotation @ rotation.transpose(0, 2, 1), np.broadcast_to(np.eye(3), (8, 3, 3)), atol=1e-6)
-    np.testing.assert_allclose(np.linalg.det(rotation), np.ones(8), atol=1e-6)
-    target = geometry.rotation_from_euler(*rng.uniform(-np.pi, np.pi, (3, 8)))
-    x6 = jnp.concatenate([target[..., 0], target[..., 1]], -1)
-    np.testing.assert_allclose(geometry.rotation_from_6d(x6), target, atol=1e-6)
 
 
 def test_identity_pose_warps_volume_to_itself():
@@ -221,7 +217,5 @@ def test_bad_input_raises():
         geometry.trilinear_sample(volume, np.zeros((2, 2, 2, 2, 3)))
     with pytest.raises(ValueError, match="pose_drv"):
         warp_volume(volume, IDENTITY, np.zeros((1, 4, 4)))
-    with pytest.raises(ValueError, match="6"):
-        geometry.rotation_from_6d(np.zeros((2, 5)))
     with pytest.raises(ValueError, match="height"):
         geometry.ray_map(IDENTITY, 0, 4)

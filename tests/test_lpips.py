@@ -244,19 +244,13 @@ def test_motion_generator_loss_weights(params, distance, images):
         losses.l1_loss(x, y[:1])
 
 
-def test_lpips_losses_value_and_gradient(params, distance, images):
+def test_plain_and_masked_lpips_have_finite_nonzero_gradients(params, images):
     x, y = (jnp.asarray(a) for a in images)
     mask = jnp.zeros((2, SIZE, SIZE, 1)).at[:, 8:40, 16:56].set(1.0)
-
-    def both(pred):
-        plain, masked = losses.lpips_loss(params, pred, y), losses.masked_lpips_loss(params, pred, y, mask)
-        return plain + masked, (plain, masked)
-
-    (_, (plain, masked)), grad = jax.jit(jax.value_and_grad(both, has_aux=True))(x)
-    np.testing.assert_allclose(float(plain), float(distance(params, x, y).mean()), rtol=1e-5)
-    np.testing.assert_allclose(float(masked), float(distance(params, x, y, mask).mean()), rtol=1e-5)
-    grad = np.asarray(grad)
-    assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
+    for m in (None, mask):
+        grad = jax.jit(jax.grad(lambda pred, m=m: lpips_distance(params, pred, y, m).mean()))(x)
+        grad = np.asarray(grad)
+        assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
 
 
 def test_bfloat16_trunk_gives_float32_distances(params, images):

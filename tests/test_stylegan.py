@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from dex_jax.config_loading import load_config
 from dex_jax.motion.decoder import ExpressionConditionedDecoder
 from dex_jax.motion.discriminator import Discriminator
-from dex_jax.nn.stylegan import (ModulatedConv2d, downsample2d, fir_taps, minibatch_stddev, upfirdn2d,
-                                 upsample2d)
+from dex_jax.nn.stylegan import ModulatedConv2d, fir_taps, minibatch_stddev, upfirdn2d, upsample2d
 
 def _key(seed):
     """An 'rbg' PRNG key: XLA compiles it several times faster than threefry, which dominates init here."""
@@ -139,12 +138,11 @@ def test_blur_kernel_normalisation():
     np.testing.assert_allclose(np.outer(fir_taps(), fir_taps()), np.outer([1, 3, 3, 1], [1, 3, 3, 1]) / 64.0)
 
 
-def test_resampling_keeps_a_constant_image_constant_inside():
+def test_upsampling_keeps_a_constant_image_constant_inside():
     x = jnp.full((1, 8, 8, 2), 0.7)
-    up, down = np.asarray(upsample2d(x)), np.asarray(downsample2d(x))
-    assert up.shape == (1, 16, 16, 2) and down.shape == (1, 4, 4, 2)
+    up = np.asarray(upsample2d(x))
+    assert up.shape == (1, 16, 16, 2)
     np.testing.assert_allclose(up[:, 2:-2, 2:-2], 0.7, atol=1e-6)
-    np.testing.assert_allclose(down[:, 1:-1, 1:-1], 0.7, atol=1e-6)
     assert abs(float(up[0, 0, 0, 0]) - 0.7) > 0.1  # zero padding shows at the border: the check can fail
 
 

@@ -70,8 +70,3 @@ def warp(image, matrix, out_size, border=cv2.BORDER_CONSTANT):
         matrix = matrix @ np.linalg.inv(to_small)
     return cv2.warpAffine(image, matrix.astype(np.float64), (out_size, out_size), flags=cv2.INTER_LINEAR,
                           borderMode=border)
-
-
-def crop_image(image, box, out_size=CROP_SIZE):
-    """The square crop `box` = (cx, cy, size) of an (H, W, C) image, resized to out_size (black outside)."""
-    return warp(image, crop_matrix(box, out_size), out_size)

@@ -209,22 +209,6 @@ def compose_view(view_pose, head_pose):
     return jnp.stack([yaw, pitch, roll, matrix[..., 0, 3], matrix[..., 1, 3], scale], -1)
 
 
-def sample_frames(key, identity_ids, height, width, seed=0):
-    """Independent random frames: a uniform pose and a random expression for each of identity_ids (N,)."""
-    identity_ids = jnp.asarray(identity_ids, jnp.int32)
-    k_pose, k_expr = jax.random.split(key)
-    n = identity_ids.shape[0]
-    return render_frames(identity_ids, sample_pose(k_pose, (n,)), sample_expression(k_expr, (n,)), height, width, seed)
-
-
-def sample_clip(key, identity_id, num_frames, height, width, seed=0, fps=25.0):
-    """A video clip of one identity: smooth pose and expression tracks; arrays with a leading num_frames axis."""
-    k_pose, k_expr = jax.random.split(key)
-    poses = pose_trajectory(k_pose, num_frames, fps=fps)
-    exprs = expression_trajectory(k_expr, num_frames, fps)
-    return render_frames(jnp.full((num_frames,), identity_id), poses, exprs, height, width, seed)
-
-
 @functools.partial(jax.jit, static_argnames=("num_views",))
 def sample_views(key, num_views):
     """Camera view poses (num_views, 6): yaws spread over +-MAX_VIEW_YAW with jitter, small random pitch."""

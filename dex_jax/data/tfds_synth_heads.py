@@ -45,7 +45,7 @@ def _held(track, still):
 def clip_poses(key, num_views, num_frames, fps, still_head=False):
     """Poses, body poses (V*T, 6) and expressions (V*T, NUM_EXPRESSIONS) of one clip, view-major.
 
-    The same draws as `synth_heads.sample_multiview_clip` (and `sample_clip` for one view), kept separate so the
+    The same draws as `synth_heads.sample_multiview_clip` (one view: its head track alone), kept separate so the
     frames can be rendered in memory-bounded chunks. still_head: the head keeps its first pose while the
     expression moves, so two frames of one camera differ in expression alone.
     """

@@ -1,14 +1,13 @@
 """The face regions every part of the project names: eyes (with irises), mouth and face oval.
 
-One name set, `REGION_NAMES`, for both landmark schemes the project has: MediaPipe's 478-point face mesh
-(`MEDIAPIPE_REGIONS`, indices into a FaceLandmarker's landmarks) and SynthHeads' 49 rendered landmarks
-(`dex_jax.data.synth_face.REGIONS`, no face oval). `MASKED_REGIONS` are the regions the pose input covers (paper Fig. 3) and the
-expression mask marks. Datasets record their scheme's dict in `info.metadata['landmark_groups']`.
+One name set (left_eye, right_eye, mouth, face_oval) for both landmark schemes the project has: MediaPipe's
+478-point face mesh (`MEDIAPIPE_REGIONS`, indices into a FaceLandmarker's landmarks) and SynthHeads' 49 rendered
+landmarks (`dex_jax.data.synth_face.REGIONS`, no face oval). `MASKED_REGIONS` are the regions the pose input covers
+(paper Fig. 3) and the expression mask marks. Datasets record their scheme's dict in `info.metadata['landmark_groups']`.
 """
 
 from mediapipe.tasks.python.vision import FaceLandmarksConnections as _MESH
 
-REGION_NAMES = ("left_eye", "right_eye", "mouth", "face_oval")
 MASKED_REGIONS = ("left_eye", "right_eye", "mouth")
 
 

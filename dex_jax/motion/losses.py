@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from dex_jax.motion.face_perceptual import face_feature_distance
-from dex_jax.motion.lpips import LPIPS, check_lpips_inputs, lpips_distance, spatial_reduce
+from dex_jax.motion.lpips import LPIPS, check_lpips_inputs, spatial_reduce
 from dex_jax.motion.pose_encoder import POSE_KEYS
 
 EXPRESSION_VARIANCE_FLOOR = 0.01
@@ -30,16 +30,6 @@ def masked_l1_loss(pred, target, mask):
     mask = mask.astype(jnp.float32)
     total = jnp.sum(jnp.abs(pred.astype(jnp.float32) - target.astype(jnp.float32)) * mask, axis=(1, 2, 3))
     return jnp.mean(total / jnp.maximum(jnp.sum(mask, axis=(1, 2, 3)) * pred.shape[-1], 1.0))
-
-
-def lpips_loss(lpips_params, pred, target, dtype=None):
-    """Batch mean of the LPIPS (VGG16) distance; images NHWC in [-1, 1]."""
-    return jnp.mean(lpips_distance(lpips_params, pred, target, dtype=dtype))
-
-
-def masked_lpips_loss(lpips_params, pred, target, mask, dtype=None):
-    """Batch mean of the face-masked Component LPIPS; mask (N, H, W, 1) in [0, 1], defined in `LPIPS`."""
-    return jnp.mean(lpips_distance(lpips_params, pred, target, mask, dtype=dtype))
 
 
 def pose_supervision_loss(pose, target):

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 from dex_jax.nn.layers import conv2d
 
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
-TAP_NAMES = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 SCALING_SHIFT = (-0.030, -0.088, -0.188)
 SCALING_SCALE = (0.458, 0.448, 0.450)
 NORM_EPS = 1e-10

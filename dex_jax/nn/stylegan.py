@@ -59,12 +59,6 @@ def upsample2d(x):
     return upfirdn2d(x, (taps, taps), up=2, pad=(2, 1))
 
 
-def downsample2d(x):
-    """2x downsampling: [1,3,3,1] filter, then every other pixel."""
-    taps = fir_taps()
-    return upfirdn2d(x, (taps, taps), down=2, pad=(1, 1))
-
-
 def _conv(x, kernel, strides=1, padding=0):
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=(strides, strides), padding=((padding, padding),) * 2,
