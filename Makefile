@@ -24,6 +24,7 @@ demo: setup
 	$(BIN)/dex-portrait animate
 
 test: setup-test
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 bench: setup-test

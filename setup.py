@@ -45,6 +45,7 @@ TEST = [
     "diffusers==0.42.1",
     "scikit-image==0.26.0",
     "ai-edge-litert==2.3.0",  # Google's TFLite interpreter, the original for the TFLite graph replay
+    "import-linter==2.17",  # `lint-imports`: the layer order in .importlinter
 ]
 
 if __name__ != "pins":
