@@ -7,8 +7,10 @@ Hooks (all off by default), set per block so that every block can get its own:
   (down_blocks_0/attentions_0/transformer_blocks_0/normed_hidden, a 1-tuple).
 - `extras`, a nested dict mirroring the module path (see `reference_to_extras`); at a block,
   'extra_kv' (B or 1, Le, C) are tokens appended to self-attention's keys/values
-  (keys/values = concat(own normed tokens, extra_kv)), and 'residual' (B or 1, L, C) is added
-  to the block's hidden state right after the self-attention residual, before norm2/attn2.
+  (keys/values = concat(own normed tokens, extra_kv)); 'extra_kv_keep' (B,) bool, with extra_kv,
+  lets only the rows where it is True attend to extra_kv (the others attend to their own tokens
+  alone, as without extra_kv); and 'residual' (B or 1, L, C) is added to the block's hidden state
+  right after the self-attention residual, before norm2/attn2.
 - `expression_dim`: when set, each block has `norm_expr` + `attn_expr`, a cross-attention over
   separate tokens (B or 1, Le, expression_dim) placed after attn2, whose `to_out_0` starts at zero.
   Its params exist only if `init` gets expression tokens; a call without them skips it.
@@ -58,7 +60,8 @@ class Attention(nn.Module):
     dtype: object = None
 
     @nn.compact
-    def __call__(self, x, context):
+    def __call__(self, x, context, kv_lengths=None):
+        """`kv_lengths` (B,) int: row b attends to the first kv_lengths[b] context tokens only (None: all)."""
         inner = self.heads * self.head_dim
 
         def project(name, tokens):
@@ -66,7 +69,7 @@ class Attention(nn.Module):
             return out.reshape(out.shape[:2] + (self.heads, self.head_dim))
 
         q, k, v = project("to_q", x), project("to_k", context), project("to_v", context)
-        out = dot_product_attention(q, k, v, self.implementation).reshape(x.shape[:2] + (inner,))
+        out = dot_product_attention(q, k, v, self.implementation, kv_lengths).reshape(x.shape[:2] + (inner,))
         init = nn.initializers.zeros_init() if self.zero_init_out else nn.initializers.lecun_normal()
         return dense(self.out_features, dtype=self.dtype, kernel_init=init, axes=("heads", "embed"),
                      name="to_out_0")(out)
@@ -117,10 +120,15 @@ class BasicTransformerBlock(nn.Module):
         normed = layer_norm(LAYER_NORM_EPS, self.dtype, name="norm1")(x)
         if not self.is_initializing():
             self.sow("reference", "normed_hidden", normed)
-        kv = normed
+        kv, kv_lengths = normed, None
         if "extra_kv" in extras:
             kv = jnp.concatenate([normed, _match_batch(extras["extra_kv"], normed, self.dim, "extra_kv")], axis=1)
-        x = x + self._attention("attn1")(normed, kv)
+            if "extra_kv_keep" in extras:
+                keep = extras["extra_kv_keep"]
+                if keep.shape != (x.shape[0],):
+                    raise ValueError(f"extra_kv_keep must have shape ({x.shape[0]},), got {keep.shape}")
+                kv_lengths = jnp.where(keep, kv.shape[1], normed.shape[1]).astype(jnp.int32)
+        x = x + self._attention("attn1")(normed, kv, kv_lengths)
         if "residual" in extras:
             x = x + _match_batch(extras["residual"], x, self.dim, "residual")
         x = x + self._attention("attn2")(layer_norm(LAYER_NORM_EPS, self.dtype, name="norm2")(x), context)

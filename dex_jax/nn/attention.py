@@ -45,7 +45,10 @@ def resolve_implementation(implementation, q):
     return "cudnn" if supported else "xla"
 
 
-def dot_product_attention(q, k, v, implementation=None):
-    """softmax(q k^T / sqrt(D)) v for q (B, Lq, H, D), k and v (B, Lk, H, D); returns (B, Lq, H, D)."""
+def dot_product_attention(q, k, v, implementation=None, kv_lengths=None):
+    """softmax(q k^T / sqrt(D)) v for q (B, Lq, H, D), k and v (B, Lk, H, D); returns (B, Lq, H, D).
+
+    `kv_lengths` (B,) int: row b attends only to its first kv_lengths[b] keys (None: to all Lk).
+    """
     backend = resolve_implementation(implementation, q)
-    return jax.nn.dot_product_attention(q, k, v, implementation=backend)
+    return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_lengths, implementation=backend)
