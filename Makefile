@@ -21,7 +21,7 @@ setup: $(VENV)/.runtime
 setup-test: $(VENV)/.test
 
 demo: setup
-	$(BIN)/dex-portrait animate
+	$(BIN)/dex-portrait animate --overwrite
 
 test: setup-test
 	$(BIN)/lint-imports --no-cache --no-logo

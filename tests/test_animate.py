@@ -1,4 +1,5 @@
-"""`dex-portrait animate` and `dex-portrait export`: videos written, disentangled drive, one-line errors."""
+"""`dex-portrait animate` and `dex-portrait export`: videos written, disentangled drive, one-line errors, output
+folders refused unless --overwrite and never half-written."""
 
 import cv2
 import jax
@@ -8,8 +9,10 @@ from motion_checkpoint import write_untrained_run
 
 from dex_jax import cli
 from dex_jax.data.video_io import read_clip, read_image, write_image, write_video
+from dex_jax.infer import animate
 from dex_jax.infer.animate import DEFAULTS
 from dex_jax.infer.pipeline import load_motion_model
+from dex_jax.train import export
 from dex_jax.train.checkpoint import read_checkpoint
 
 DEMO = DEFAULTS["source"].parent
@@ -38,6 +41,19 @@ def one_line_error(err, command):
     return lines[-1]
 
 
+def snapshot(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused(err, command, folder):
+    """The error is the one line that names `folder` and --overwrite, and nothing else was printed."""
+    assert err.count("\n") == 1, err
+    line = one_line_error(err, command)
+    assert str(folder.absolute()) in line and "--overwrite" in line
+    return line
+
+
 def test_driving_clip_gives_result_and_side_by_side(run, tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, err = dex(capsys, "animate", "--checkpoint", run, "--out", out, "--max-frames", 3)
@@ -59,6 +75,15 @@ def test_driving_clip_gives_result_and_side_by_side(run, tmp_path, capsys):
     assert still.shape == (3 * 256, 3 * 256, 3)  # frames 0, 1 and 2 of the 3 (4 evenly spaced picks, rounded)
     for i in range(3):
         assert np.abs(still[256 * i:256 * (i + 1)].astype(float) - comparison[i]).mean() < 8
+
+    before = snapshot(out)
+    code, _, err = dex(capsys, "animate", "--checkpoint", run, "--out", out, "--max-frames", 1)
+    assert code == 2 and "already exists" in refused(err, "animate", out)
+    assert snapshot(out) == before
+    code, _, err = dex(capsys, "animate", "--checkpoint", run, "--out", out, "--max-frames", 1, "--overwrite")
+    assert code == 0, err
+    assert read_clip(out / "result.mp4")[0].shape[0] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # neither the staging nor the old folder is left
 
 
 def test_pose_and_expression_from_different_clips(run, tmp_path, capsys):
@@ -106,6 +131,16 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(run, tmp_path, capsys,
     assert not out.exists()
 
 
+def test_a_failed_write_leaves_no_output_folder(run, tmp_path, capsys, monkeypatch):
+    def full_disk(path, image):
+        raise OSError(f"No space left on device: {path}")
+
+    monkeypatch.setattr(animate, "write_image", full_disk)
+    code, _, err = dex(capsys, "animate", "--checkpoint", run, "--out", tmp_path / "out", "--max-frames", 1)
+    assert code == 2 and "No space left on device" in one_line_error(err, "animate")
+    assert list(tmp_path.iterdir()) == []  # the two videos written before the failure went with the staging folder
+
+
 def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
     broken = write_untrained_run(tmp_path / "broken")
     for file in (broken / "checkpoints").rglob("*"):
@@ -129,8 +164,31 @@ def test_export_keeps_only_the_ema_generator_and_the_curve(run, tmp_path, capsys
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging folder left behind
     assert (out / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
     assert read_image(out / "training_curve.png").shape[2] == 3
+    (out / "stale.txt").write_text("from an earlier export")
+    before = snapshot(out)
     code, _, err = dex(capsys, "export", "--workdir", run, "--out", out)
-    assert code == 2 and "exists" in one_line_error(err, "export")
+    assert code == 2 and "already exists" in refused(err, "export", out)
+    assert snapshot(out) == before
+    code, _, err = dex(capsys, "export", "--workdir", run, "--out", out, "--overwrite")
+    assert code == 0, err
+    assert not (out / "stale.txt").exists() and read_checkpoint(out / "checkpoints")["step"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_export_over_an_existing_folder_keeps_it_when_the_new_one_fails(run, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "keep.txt").write_text("the previous export")
+
+    def failing_plot(metrics_path, png_path):
+        raise OSError("plotting failed")
+
+    (run / "metrics.jsonl").write_text('{"step": 1, "l1": 0.5}\n')
+    monkeypatch.setattr(export, "plot_curve", failing_plot)
+    code, _, err = dex(capsys, "export", "--workdir", run, "--out", out, "--overwrite")
+    assert code == 2 and "plotting failed" in one_line_error(err, "export")
+    assert snapshot(out) == {"keep.txt": b"the previous export"}
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
 def test_write_image_refuses_bad_images_and_leaves_no_partial_file(tmp_path):

@@ -55,8 +55,10 @@ def test_convert_writes_a_checkpoint_that_loads_back(diffusers_folders, tmp_path
 def test_convert_vae_only_and_refuses_existing_output(diffusers_folders, tmp_path):
     out = convert_to_orbax(None, diffusers_folders / "vae", tmp_path / "vae_only")
     assert set(load_converted(out)) == {"vae"}
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(ValueError, match="already exists; pass --overwrite"):
         convert_to_orbax(None, diffusers_folders / "vae", out)
+    assert main(["--unet", str(diffusers_folders / "unet"), "--out", str(out), "--overwrite"]) == 0
+    assert set(load_converted(out)) == {"unet"} and sorted(p.name for p in tmp_path.iterdir()) == ["vae_only"]
     with pytest.raises(ValueError, match="nothing to convert"):
         convert_to_orbax(None, None, tmp_path / "none")
 

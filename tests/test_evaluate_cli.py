@@ -1,4 +1,5 @@
-"""`dex-portrait evaluate`: an untrained checkpoint on SynthHeads, scoring a predictions folder, one-line errors."""
+"""`dex-portrait evaluate`: an untrained checkpoint on SynthHeads, scoring a predictions folder, one-line errors,
+an existing report folder refused unless --overwrite and kept when the new run fails."""
 
 import json
 
@@ -99,7 +100,12 @@ def test_predictions_folder_is_scored_and_mismatches_are_refused(tmp_path, capsy
     assert metrics["ssim"]["mean"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["lpips"]["count"] == 6 and metrics["lpips"]["mean"] == pytest.approx(0.0, abs=1e-6)
     assert any(note.startswith("LPIPS: VGG16 trunk from") for note in summary["notes"])
+    report = {name: (tmp_path / "r" / name).read_bytes() for name in ("report.json", "report.md")}
 
+    code, _, err = evaluate(capsys, *args)
+    assert code == 2 and err.count("\n") == 1
+    assert f"{tmp_path / 'r'} already exists; pass --overwrite to replace it" in last_line_error(err)
+    args.append("--overwrite")  # from here on the runs fail or replace the report
     (tmp_path / "pred" / "a" / "0002.png").unlink()
     code, _, err = evaluate(capsys, *args)
     assert code == 2
@@ -114,6 +120,13 @@ def test_predictions_folder_is_scored_and_mismatches_are_refused(tmp_path, capsy
     (tmp_path / "pred" / "sub+b").rmdir()
     code, _, err = evaluate(capsys, *args)
     assert code == 2 and "sub+b.mp4 cannot be opened as a video" in last_line_error(err)
+    assert {name: (tmp_path / "r" / name).read_bytes() for name in report} == report  # failed runs kept it
+    (tmp_path / "pred" / "sub+b.mp4").unlink()
+    write_frames(tmp_path / "pred" / "sub+b", clips["sub+b"][1:])
+    code, _, err = evaluate(capsys, *args)
+    assert code == 0, err
+    assert "lpips" not in json.loads((tmp_path / "r" / "report.json").read_text())["metrics"]  # replaced: no VGG
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gt", "pred", "r", "vgg16.safetensors"]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -5,15 +5,15 @@ import importlib
 from dex_jax.bench.timing import machine
 
 BENCHMARKS = {
-    "motion": ("dex_jax.bench.motion_bench", "stage-1 generator forward time per config"),
+    "motion": ("dex_jax.bench.motion_bench", "Stage-1 parameter counts and generator forward time per config"),
     "conv": ("dex_jax.bench.conv_bench", "XLA's 3D and transposed convs against our CPU forms"),
     "stage1": ("dex_jax.bench.stage1_bench", "one Stage-1 update step: time, FLOPs, MFU, memory"),
     "unet": ("dex_jax.bench.unet_bench", "our UNet forward against diffusers', same config and device"),
-    "synth": ("dex_jax.bench.synth_bench", "SynthHeads frames/s at 256x256"),
+    "synth": ("dex_jax.bench.synth_bench", "SynthHeads rendering frames/s per image size"),
     "data": ("dex_jax.bench.data_bench", "grain pipeline examples/s with 0 and 2 workers"),
 }
 
-USAGE = "usage: dex-portrait bench NAME [ARGS]\n\nbenchmarks:\n" + "\n".join(
+USAGE = "usage: dex-portrait bench NAME [ARGS]   (NAME --help: its options)\n\nbenchmarks:\n" + "\n".join(
     f"  {name:<8} {text}" for name, (_, text) in BENCHMARKS.items())
 
 

@@ -10,6 +10,7 @@ import tempfile
 import time
 
 from dex_jax.data.pipeline import default_config, make_loader
+from dex_jax.quiet_logs import stdout_to_log
 
 
 def build_bench_dataset(data_dir, size):
@@ -19,7 +20,8 @@ def build_bench_dataset(data_dir, size):
     config = dataclasses.replace(tiny, name=f"bench{size}", description="throughput benchmark", image_size=size,
                                  num_identities=3, num_test_identities=1, num_views=4, num_frames=8)
     builder = SynthHeads(config=config, data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare()
+    with stdout_to_log("tensorflow_datasets"):
+        builder.download_and_prepare()
     return builder.data_dir
 
 
@@ -36,15 +38,17 @@ def examples_per_second(config, kind, batches):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait bench data", description=__doc__)
-    parser.add_argument("--dataset_dir", default=None, help="a built dataset version folder")
+    parser = argparse.ArgumentParser(prog="dex-portrait bench data", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--dataset_dir", default=None,
+                        help="a built dataset version folder; without it a small one is rendered")
     parser.add_argument("--data_size", type=int, default=512, help="image size of the rendered bench dataset")
-    parser.add_argument("--image_size", type=int, default=256)
-    parser.add_argument("--expression_size", type=int, default=224)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--batches", type=int, default=10)
-    parser.add_argument("--kind", default="pairs", choices=("pairs", "clips"))
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--image_size", type=int, default=256, help="pipeline output image size")
+    parser.add_argument("--expression_size", type=int, default=224, help="expression crop size")
+    parser.add_argument("--batch_size", type=int, default=8, help="examples per batch")
+    parser.add_argument("--batches", type=int, default=10, help="timed batches per worker count")
+    parser.add_argument("--kind", default="pairs", choices=("pairs", "clips"), help="what the loader yields")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="grain worker counts to time")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         dataset_dir = args.dataset_dir or build_bench_dataset(tmp, args.data_size)

@@ -20,10 +20,11 @@ def frames_per_second(size, batch, repeats):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait bench synth")
-    parser.add_argument("--sizes", default="256,512")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = argparse.ArgumentParser(prog="dex-portrait bench synth", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--sizes", default="256,512", help="comma-separated image sizes")
+    parser.add_argument("--batch", type=int, default=32, help="frames per render call")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per size")
     args = parser.parse_args(argv)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  batch {args.batch}  "

@@ -1,15 +1,13 @@
 """Import SD-1.x weights in diffusers format: `load_unet`, `load_vae`, and conversion to an orbax checkpoint.
 
-`dex-portrait convert diffusers --unet PATH --vae PATH --out DIR` writes DIR/params (an orbax PyTree
-checkpoint {'unet': ..., 'vae': ...}) and DIR/config.json (the architecture of each model), written
-into a temporary folder beside DIR and renamed when complete. `load_converted(DIR)` reads it back.
+`dex-portrait convert diffusers --unet PATH --vae PATH --out DIR` writes the folder DIR holding params (an
+orbax PyTree checkpoint {'unet': ..., 'vae': ...}) and config.json (the architecture of each model); an existing
+DIR is refused unless --overwrite, and DIR appears only once complete. `load_converted(DIR)` reads it back.
 """
 
 import argparse
 import dataclasses
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import jax
@@ -22,6 +20,7 @@ from dex_jax.convert.diffusers_unet import load_unet
 from dex_jax.convert.diffusers_vae import load_vae
 from dex_jax.diffusion.unet import unet_from_config
 from dex_jax.diffusion.vae import vae_from_config
+from dex_jax.output_dir import add_overwrite_argument, check_output_dir, staged_output_dir
 
 __all__ = ["load_unet", "load_vae", "convert_to_orbax", "load_converted", "main"]
 
@@ -36,26 +35,19 @@ def module_config(module):
     return json.loads(json.dumps(fields))
 
 
-def convert_to_orbax(unet_path, vae_path, out_dir):
-    """Convert the diffusers UNet and/or VAE at the given paths into an orbax checkpoint at `out_dir`."""
+def convert_to_orbax(unet_path, vae_path, out_dir, overwrite=False):
+    """Convert the diffusers UNet and/or VAE at the given paths into an orbax checkpoint, the folder `out_dir`
+    (an existing one is refused unless overwrite); returns its absolute path."""
+    if unet_path is None and vae_path is None:
+        raise ValueError("nothing to convert: give a UNet path, a VAE path or both")
+    out_dir = check_output_dir(out_dir, overwrite)
     loaders = {"unet": (load_unet, unet_path), "vae": (load_vae, vae_path)}
     models = {name: load(path) for name, (load, path) in loaders.items() if path is not None}
-    if not models:
-        raise ValueError("nothing to convert: give a UNet path, a VAE path or both")
-    out_dir = Path(out_dir).resolve()
-    if out_dir.exists():
-        raise ValueError(f"{out_dir} already exists; choose a new output folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    try:
+    with staged_output_dir(out_dir, overwrite) as staging:
         host = {name: jax.tree.map(np.asarray, params) for name, (_, params) in models.items()}
         ocp.PyTreeCheckpointer().save(staging / "params", host)
         configs = {name: module_config(module) for name, (module, _) in models.items()}
         (staging / "config.json").write_text(json.dumps(configs, indent=2) + "\n")
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -72,12 +64,14 @@ def load_converted(directory):
 
 def main(argv):
     """`dex-portrait convert diffusers --unet PATH --vae PATH --out DIR`."""
-    parser = argparse.ArgumentParser(prog="dex-portrait convert diffusers",
-                                     description="diffusers-format SD-1.x UNet/VAE -> orbax checkpoint")
+    parser = argparse.ArgumentParser(prog="dex-portrait convert diffusers", description=(
+        "Convert an SD-1.x UNet and/or VAE in diffusers format (give --unet, --vae or both) into an orbax "
+        "checkpoint: the folder OUT holding params/ and config.json, which load_converted(OUT) reads back."))
     parser.add_argument("--unet", help="diffusers UNet folder (or pipeline folder) or .safetensors file")
     parser.add_argument("--vae", help="diffusers VAE folder (or pipeline folder) or .safetensors file")
-    parser.add_argument("--out", required=True, help="new output folder")
+    parser.add_argument("--out", required=True, help="folder to write with params/ and config.json")
+    add_overwrite_argument(parser)
     args = parser.parse_args(argv)
-    out = convert_to_orbax(args.unet, args.vae, args.out)
+    out = convert_to_orbax(args.unet, args.vae, args.out, args.overwrite)
     print(f"wrote {out}")
     return 0

@@ -7,10 +7,12 @@ LivePortrait-style square crop (`face_crop`), resized to `crop_size`, and record
 landmarks, the face box (the landmarks' bounding box) and the face mask (the face oval's hull), plus the 52
 blendshapes, the head pose (yaw, pitch, roll in degrees, `evaluate.pose_expression_metrics`), the facial
 transformation matrix and the crop (cx, cy, size) in frame pixels. Unreadable or empty videos, unreadable
-frames and files that are not videos are skipped and counted in `summary`, never fatal.
+frames and files that are not videos are skipped and counted in `summary`, never fatal. The dataset's metadata
+records the manual dir it was built from, resolved, as `videos`.
 """
 
 import dataclasses
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -106,6 +108,7 @@ class PortraitVideos(tfds.core.GeneratorBasedBuilder):
         for e in entries:
             cameras.setdefault((e.subject, e.sequence), set()).add(e.camera)
         cameras = {key: _ids(names) for key, names in cameras.items()}
+        self.info.metadata["videos"] = str(Path(root).resolve())
         self.info.metadata["landmark_groups"] = MEDIAPIPE_REGIONS
         self.info.metadata["subject_names"] = sorted(subjects)
         ids = {e.path: {"subject": subjects[e.subject], "sequence": sequences[(e.subject, e.sequence)],

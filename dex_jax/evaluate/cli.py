@@ -9,8 +9,8 @@ per task named after it (TASK.mp4 or any video suffix, or a frame folder TASK/),
 frames: for self-reenactment TASK is the clip's name and the video holds the generated frames 1..T-1 (frame 0
 is the source); reconstruction tasks are CLIP_tNNN (frame NNN alone); cross-reenactment tasks are
 SOURCE__DRIVER, disentangled ones SOURCE__POSE__EXPRESSION (clip names). A missing video, or one whose length
-or frame size differs from the ground truth, stops the run with an error naming it. Writes DIR/report.md (a
-Table 1-shaped row) and DIR/report.json.
+or frame size differs from the ground truth, stops the run with an error naming it. Writes the folder DIR
+holding report.md (a Table 1-shaped row) and report.json; an existing DIR is refused unless --overwrite.
 """
 
 import argparse
@@ -24,6 +24,7 @@ from dex_jax.evaluate.report import markdown, summarize, write_report
 from dex_jax.evaluate.scoring import Scorer
 from dex_jax.face.landmarker import FaceLandmarker
 from dex_jax.infer.pipeline import load_motion_model
+from dex_jax.output_dir import add_overwrite_argument, check_output_dir
 from dex_jax.train.checkpoint import checkpoint_paths, read_train_config
 
 MAX_LISTED_SKIPS = 5
@@ -45,7 +46,8 @@ def parse_args(argv):
     parser.add_argument("--protocol", default="self", choices=PROTOCOL_NAMES,
                         help="self (default), reconstruction (each frame drives itself), cross or disentangled "
                              "(against the renderer's truth on synth_heads)")
-    parser.add_argument("--out", required=True, help="folder for report.md and report.json")
+    parser.add_argument("--out", required=True, help="folder to write with report.md and report.json")
+    add_overwrite_argument(parser)
     parser.add_argument("--num-clips", type=int, help="clips to use (synth_heads default 8; folder: all)")
     parser.add_argument("--num-frames", type=int, help="frames per clip (synth_heads default 16; folder: all)")
     parser.add_argument("--size", type=int, help="frame size (default: the model's; with --predictions, 256 for "
@@ -106,6 +108,7 @@ def benchmark_notes(benchmark):
 
 def main(argv):
     args = parse_args(argv)
+    check_output_dir(args.out, args.overwrite)
     parse_benchmark(args.benchmark)
     train_config = None
     if args.checkpoint:
@@ -134,7 +137,7 @@ def main(argv):
                          **animator.frames_without_face))
     summary = summarize(results, method=method, protocol=label, benchmark=benchmark.name,
                         csim_embedder=embedder.name, notes=notes)
-    md_path, json_path = write_report(args.out, summary)
+    md_path, json_path = write_report(args.out, summary, args.overwrite)
     print(markdown(summary))
     print(f"wrote {md_path} and {json_path}")
     return 0

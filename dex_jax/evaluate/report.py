@@ -2,16 +2,16 @@
 
 Each figure is a metric's mean over frames with its frame count and 95% interval (`clu_metrics`); the face
 metrics add `no_face`, the frames left out because a face was missing, overall and per video; expression transfer
-adds `unchanged`, the frames whose true expression draws no change. Both files are
-written under a temporary name and renamed once complete, so a reader never sees half a report.
+adds `unchanged`, the frames whose true expression draws no change. The report folder is written through
+`output_dir.staged_output_dir`: it appears only once both files are complete.
 """
 
 import json
 import math
-import os
 from pathlib import Path
 
 from dex_jax.evaluate.protocols import total_scores
+from dex_jax.output_dir import staged_output_dir
 
 COLUMNS = (("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("l1", "L1 ↓"), ("lpips", "LPIPS ↓"),
            ("expression_transfer", "Expr. transfer ↑"), ("csim", "CSIM ↑"),
@@ -106,17 +106,11 @@ def markdown(summary):
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path, text):
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-def write_report(out_dir, summary):
-    """Write report.md and report.json under out_dir (each renamed into place when complete); their paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md_path, json_path = (out_dir / name for name in REPORT_NAMES)
-    _write_atomic(json_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    _write_atomic(md_path, markdown(summary))
-    return md_path, json_path
+def write_report(out_dir, summary, overwrite=False):
+    """Write the folder out_dir holding report.md and report.json (an existing one is refused unless overwrite);
+    the two files' paths."""
+    md_name, json_name = REPORT_NAMES
+    with staged_output_dir(out_dir, overwrite) as staging:
+        (staging / json_name).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        (staging / md_name).write_text(markdown(summary))
+    return Path(out_dir) / md_name, Path(out_dir) / json_name

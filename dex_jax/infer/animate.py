@@ -3,7 +3,8 @@
 With no arguments it animates the bundled SynthHeads source (data/demo/source.png) with the bundled driving
 clip (data/demo/driving.mp4) using the bundled Stage-1 model (data/motion_synth, trained on SynthHeads only),
 and writes OUT/result.mp4, OUT/side_by_side.mp4 (source | driving | result) and OUT/side_by_side.png, a still
-of 4 evenly spaced side-by-side frames, one under the other. With --pose-driving and
+of 4 evenly spaced side-by-side frames, one under the other (OUT: out/animate unless --out; an existing OUT is
+refused unless --overwrite, and OUT appears only once complete). With --pose-driving and
 --expression-driving the head pose comes from one video and the expression from the other (side by side:
 source | pose | expression | result); either may be left out, and --driving (the bundled clip by default)
 drives the other. Clips of different lengths are cut to the shorter one.
@@ -21,10 +22,12 @@ import numpy as np
 from dex_jax.data.video_io import read_clip, read_image, write_image, write_video
 from dex_jax.face.landmarker import FaceLandmarker
 from dex_jax.infer.pipeline import load_motion_model
+from dex_jax.output_dir import add_overwrite_argument, check_output_dir, staged_output_dir
 
 DEMO = Path(__file__).resolve().parents[2] / "data"
 DEFAULTS = {"source": DEMO / "demo" / "source.png", "driving": DEMO / "demo" / "driving.mp4",
             "checkpoint": DEMO / "motion_synth", "out": Path("out") / "animate"}
+RESULT, SIDE_BY_SIDE, STILL = "result.mp4", "side_by_side.mp4", "side_by_side.png"
 
 
 def parse_args(argv):
@@ -38,7 +41,8 @@ def parse_args(argv):
                         help="video that drives the expression only")
     parser.add_argument("--checkpoint", default=DEFAULTS["checkpoint"], type=Path,
                         help="a training workdir or an exported model (default: the bundled SynthHeads model)")
-    parser.add_argument("--out", default=DEFAULTS["out"], type=Path, help="output folder")
+    parser.add_argument("--out", default=DEFAULTS["out"], type=Path, help="output folder (default: %(default)s)")
+    add_overwrite_argument(parser)
     parser.add_argument("--max-frames", default=None, type=int, help="animate at most this many frames")
     return parser.parse_args(argv)
 
@@ -92,7 +96,8 @@ def driving_clips(args):
 
 
 def animate(args):
-    """Run the model and write the two videos and the still; returns (result path, side-by-side path, animator)."""
+    """Run the model and write the two videos and the still into the folder args.out; returns the animator."""
+    check_output_dir(args.out, args.overwrite)
     source = read_image(args.source)
     pose, expression, fps, shown = driving_clips(args)
     with FaceLandmarker(num_faces=2) as landmarker:
@@ -100,22 +105,22 @@ def animate(args):
         check_one_face(landmarker, pose[0], "first driving frame")
         animator = load_motion_model(args.checkpoint, landmarker)
         result = animator(source, pose, expression)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result_path = write_video(args.out / "result.mp4", result, fps)
     comparison = side_by_side(source, shown, result)
-    comparison_path = write_video(args.out / "side_by_side.mp4", comparison, fps)
-    write_image(args.out / "side_by_side.png", contact_sheet(comparison))
-    return result_path, comparison_path, animator
+    with staged_output_dir(args.out, args.overwrite) as staging:
+        write_video(staging / RESULT, result, fps)
+        write_video(staging / SIDE_BY_SIDE, comparison, fps)
+        write_image(staging / STILL, contact_sheet(comparison))
+    return animator
 
 
 def main(argv):
     args = parse_args(argv)
-    result_path, comparison_path, animator = animate(args)
+    animator = animate(args)
     print(f"animated {args.source} with {animator.description}")
     missing = animator.frames_without_face
     if missing["pose"] or missing["expression"]:
         print(f"driving frames without a face (landmarks borrowed from the nearest frame): pose "
               f"{missing['pose']}, expression {missing['expression']}")
-    print(f"result:       {result_path}")
-    print(f"side by side: {comparison_path} (still: {comparison_path.with_suffix('.png')})")
+    print(f"result:       {args.out / RESULT}")
+    print(f"side by side: {args.out / SIDE_BY_SIDE} (still: {args.out / STILL})")
     return 0

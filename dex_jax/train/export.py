@@ -1,16 +1,15 @@
-"""`dex-portrait export --workdir RUN --out DIR`: a training run's EMA generator as a small inference checkpoint.
+"""`dex-portrait export --workdir RUN --out DIR [--overwrite]`: a run's EMA generator as a small inference checkpoint.
 
 The export keeps the layout every reader of trained models understands (`evaluate`, `animate`): DIR/config.json
 (the run's config) and DIR/checkpoints/<step>/state holding only {step, ema: {generator}} (the raw generator
 where the run kept no EMA) -- no optimizer states, no discriminator, no data iterator. The run's training curve
-comes along: metrics.jsonl and its plot training_curve.png. Everything is written to a temporary folder
-beside DIR and renamed into place when complete.
+comes along: metrics.jsonl and its plot training_curve.png. An existing DIR is refused unless --overwrite;
+DIR appears (or is replaced) only once complete (`output_dir.staged_output_dir`).
 """
 
 import argparse
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +18,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 
+from dex_jax.output_dir import add_overwrite_argument, check_output_dir, staged_output_dir
 from dex_jax.train.checkpoint import Checkpointer, checkpoint_paths, generator_params, read_checkpoint
 
 CURVES = (("l1", "L1"), ("lpips", "LPIPS"), ("component_lpips", "face LPIPS"), ("adversarial", "G adversarial"),
@@ -48,17 +48,14 @@ def plot_curve(metrics_path, png_path):
     plt.close(fig)
 
 
-def export(workdir, out):
-    """Write the newest intact checkpoint of `workdir` as an inference checkpoint at `out`; returns its step."""
+def export(workdir, out, overwrite=False):
+    """Write the newest intact checkpoint of `workdir` as an inference checkpoint, the folder `out` (an existing
+    one is refused unless overwrite); returns its step."""
     folder, config_path = checkpoint_paths(workdir)
-    out = Path(out).absolute()
-    if out.exists():
-        raise ValueError(f"{out} exists; choose a new --out")
+    check_output_dir(out, overwrite)
     state = generator_state(read_checkpoint(folder))
     step = int(state["step"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_output_dir(out, overwrite) as staging:
         shutil.copyfile(config_path, staging / "config.json")
         metrics = config_path.parent / "metrics.jsonl"
         if metrics.is_file():
@@ -67,9 +64,6 @@ def export(workdir, out):
         checkpointer = Checkpointer(staging / "checkpoints", keep=1, async_save=False)
         checkpointer.save(step, state, force=True)
         checkpointer.close()
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return step
 
 
@@ -77,9 +71,10 @@ def main(argv):
     parser = argparse.ArgumentParser(prog="dex-portrait export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="a training workdir (or its checkpoints/ folder)")
-    parser.add_argument("--out", required=True, help="folder to create for the inference checkpoint")
+    parser.add_argument("--out", required=True, help="folder to write with the inference checkpoint")
+    add_overwrite_argument(parser)
     args = parser.parse_args(argv)
-    step = export(args.workdir, args.out)
+    step = export(args.workdir, args.out, args.overwrite)
     size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
     print(f"exported step {step} of {args.workdir} to {args.out} ({size / 2**20:.1f} MiB)")
     return 0

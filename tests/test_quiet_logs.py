@@ -1,0 +1,92 @@
+"""Third-party log noise: off a command's stderr by default, back with `dex-portrait --verbose`; errors always pass."""
+
+import logging
+import os
+import subprocess
+import sys
+
+import cv2
+import jax
+import numpy as np
+import pytest
+
+from dex_jax.quiet_logs import is_noise, quiet_third_party_logs, stdout_to_log
+
+# Lines seen on stderr from MediaPipe 1.2, TFLite, XLA and absl.
+NOISE = [
+    b"WARNING: Logging before InitGoogle() is written to STDERR\n",
+    b"W0000 00:00:1796538635.372329    7906 face_landmarker_graph.cc:181] Sets FaceBlendshapesGraph acceleration to "
+    b"xnnpack by default.\n",
+    b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n",
+    b"W0000 00:00:1796538635.394768    7910 inference_feedback_manager.cc:121] Feedback manager requires a model "
+    b"with a single signature inference. Disabling support for feedback tensors.\n",
+    b"I0000 00:00:1700000000.000000   12345 gl_context.cc:357] GL version: 3.2\n",
+    b"2025-01-01 12:00:00.123456: W external/xla/xla/service/gpu/nvptx_compiler.cc:930] The NVIDIA driver's CUDA "
+    b"version is older\n",
+]
+KEPT = [
+    b"E0000 00:00:1796538635.394768    7910 face_landmarker.cc:12] Could not open the model\n",
+    b"F0000 00:00:1796538635.394768    7910 graph.cc:1] Check failed: ok\n",
+    b"dex-portrait animate: error: no face found in the source image x.png\n",
+    b"WARNING:absl:a Python warning line is not C++ noise\n",
+]
+
+
+@pytest.fixture(autouse=True)
+def same_compilation_cache(monkeypatch):
+    monkeypatch.setenv("DEX_JAX_CACHE", jax.config.jax_compilation_cache_dir)
+
+
+def test_noise_lines_are_recognised_and_errors_are_not():
+    assert all(is_noise(line) for line in NOISE)
+    assert not any(is_noise(line) for line in KEPT)
+
+
+def test_descriptor_2_drops_noise_and_passes_the_rest(capfd):
+    with quiet_third_party_logs():
+        for line in NOISE + KEPT:
+            os.write(2, line)
+        print("python's stderr is not filtered: INFO: kept", file=sys.stderr)
+    err = capfd.readouterr().err.encode()  # the filter thread and Python write independently: compare as sets
+    assert sorted(err.splitlines(keepends=True)) == sorted(KEPT + [b"python's stderr is not filtered: INFO: kept\n"])
+    os.write(2, NOISE[0])
+    assert capfd.readouterr().err.encode() == NOISE[0]  # descriptor 2 is itself again after the block
+
+
+def test_third_party_loggers_pass_errors_only_inside_the_block(caplog):
+    absl = logging.getLogger("absl")
+    level = absl.level
+    with quiet_third_party_logs():
+        absl.warning("an absl warning")
+        absl.error("an absl error")
+    assert absl.level == level
+    assert [r.getMessage() for r in caplog.records if r.name == "absl"] == ["an absl error"]
+
+
+def test_prints_become_log_records(caplog, capsys):
+    with caplog.at_level(logging.INFO, logger="tensorflow_datasets"):
+        with stdout_to_log("tensorflow_datasets"):
+            print("Downloading and preparing dataset ...")
+            print("no newline", end="")
+    assert capsys.readouterr().out == ""
+    assert [r.getMessage() for r in caplog.records] == ["Downloading and preparing dataset ...", "no newline"]
+
+
+def dex(*args):
+    return subprocess.run([sys.executable, "-m", "dex_jax.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_animate_writes_nothing_to_stderr_and_verbose_brings_the_logs_back(tmp_path):
+    result = dex("animate", "--max-frames", 1, "--out", tmp_path / "out")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert (tmp_path / "out" / "result.mp4").is_file()
+    flat = tmp_path / "flat.png"  # MediaPipe starts, finds no face: a cheap run with a one-line error
+    cv2.imwrite(str(flat), np.full((128, 128, 3), 90, np.uint8))
+    quiet = dex("animate", "--source", flat, "--out", tmp_path / "flat")
+    assert quiet.returncode == 2
+    assert quiet.stderr == f"dex-portrait animate: error: no face found in the source image {flat}\n"
+    verbose = dex("--verbose", "animate", "--source", flat, "--out", tmp_path / "flat")
+    assert verbose.returncode == 2 and quiet.stderr in verbose.stderr and "Traceback" not in verbose.stderr
+    lines = verbose.stderr.encode().splitlines(keepends=True)
+    assert any(is_noise(line) for line in lines), verbose.stderr
