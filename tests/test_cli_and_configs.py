@@ -15,15 +15,15 @@ from dex_jax.train.stages import expression, stage1
 
 def test_variants_and_overrides():
     config = load_config("configs/motion_model.py:tiny")
-    apply_overrides(config, {"decoder.channels": "96", "dtype": "bfloat16"})
+    apply_overrides(config, ["--config.decoder.channels=96", "--config.dtype", "bfloat16"])
     assert config.decoder.channels == 96 and config.dtype == "bfloat16"
 
 
 @pytest.mark.parametrize("spec,overrides,message", [
-    ("configs/nope.py", {}, "not found"),
-    ("configs/motion_model.py:huge", {}, "no variant 'huge'"),
-    ("configs/motion_model.py:tiny", {"decoder.chanels": "3"}, "unknown config key: decoder.chanels"),
-    ("configs/motion_model.py:tiny", {"decodr.channels": "3"}, "unknown config key: decodr"),
+    ("configs/nope.py", [], "config file not found: configs/nope.py"),
+    ("configs/motion_model.py:huge", [], "has no variant 'huge'; it has paper, tiny, test"),
+    ("configs/motion_model.py:tiny", ["--config.decoder.chanels=3"], "^unknown config key: decoder.chanels$"),
+    ("configs/motion_model.py:tiny", ["--config.decodr.channels=3"], "^unknown config key: decodr.channels$"),
 ])
 def test_config_errors(spec, overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -34,6 +34,7 @@ def test_config_errors(spec, overrides, message):
                                   "configs/motion_test.py"])
 def test_shipped_train_configs_are_consistent(spec):
     config = load_config(spec)
+    config.init_from = config.init_from or "RUN"  # the phases that continue a run take it on the command line
     stage1.check_config(config)
     weights = config.loss
     assert not weights.detach_warp_pose or weights.pose_supervision > 0
@@ -81,7 +82,8 @@ def test_bench_stage1_prints_step_time_flops_and_memory():
                              "--batch", "2", "--num-driving", "2", "--steps", "1"], capture_output=True, text=True,
                             env=env, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
+    machine, *lines = result.stdout.splitlines()
+    assert machine.startswith("machine: ")
     assert lines[1] == "configs/motion_test.py: 32px, float32, batch 2 x 2 driving = 4 pairs"
     step_ms, examples, gflop = re.fullmatch(
         r"compile [\d.]+ s \| step ([\d.]+) ms \| ([\d.]+) examples/s \| [\d.]+ pairs/s \| ([\d.]+) GFLOP/step \| "
@@ -97,7 +99,8 @@ def test_bench_stage1_flops_only_counts_the_lowered_step():
                              "--batch", "2", "--num-driving", "2", "--flops-only"], capture_output=True, text=True,
                             timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
+    machine, *lines = result.stdout.splitlines()
+    assert machine.startswith("machine: ")
     assert lines[0] == "configs/motion_test.py: 32px, float32, batch 2 x 2 driving = 4 pairs"
     gflop = re.fullmatch(r"([\d.]+) GFLOP/step \(XLA cost analysis of the lowered step\)", lines[1]).group(1)
     assert float(gflop) > 0 and len(lines) == 2

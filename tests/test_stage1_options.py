@@ -19,6 +19,7 @@ from dex_jax.motion.losses import (
 )
 from dex_jax.motion.pose_encoder import POSE_KEYS
 from dex_jax.train.input import make_iterator
+from dex_jax.train.optim import make_optimizer
 from dex_jax.train.stages import expression, stage1
 
 
@@ -127,8 +128,8 @@ def test_lr_multipliers_scale_only_the_named_submodules():
     config = load_config("configs/motion_test.py")
     params = {"decoder": {"w": jnp.ones(3)}, "pose": {"w": jnp.ones(3)}}
     grads = {"decoder": {"w": jnp.full(3, 0.5)}, "pose": {"w": jnp.full(3, 0.5)}}
-    plain, _ = stage1.make_optimizer(config.optimizer, 1e-3, 10)
-    scaled, _ = stage1.make_optimizer(config.optimizer, 1e-3, 10, {"decoder": 20.0})
+    plain, _ = make_optimizer(config.optimizer, 1e-3, 10)
+    scaled, _ = make_optimizer(config.optimizer, 1e-3, 10, {"decoder": 20.0})
     want, _ = plain.update(grads, plain.init(params), params)
     got, _ = scaled.update(grads, scaled.init(params), params)
     np.testing.assert_allclose(got["decoder"]["w"], 20.0 * want["decoder"]["w"], rtol=1e-6)
@@ -163,6 +164,17 @@ def test_detached_warp_pose_needs_pose_labels():
     config.loss.detach_warp_pose = True
     with pytest.raises(ValueError, match="detach_warp_pose leaves the pose encoder nothing to learn from"):
         stage1.make_stage(config, lpips=stage1.random_lpips_params())
+
+
+@pytest.mark.parametrize("key, value", [("init_from", "RUN"), ("init_discriminator", True)])
+def test_expression_stage_refuses_whole_generator_warm_starts(key, value):
+    config = load_config("configs/motion_test.py")
+    config.stage = "expression"
+    expression.check_config(config)
+    config[key] = value
+    with pytest.raises(ValueError, match=f"{key} is for stage1; the expression stage takes a trained encoder with "
+                                         "init_expression_from"):
+        expression.check_config(config)
 
 
 def test_zero_lpips_weights_drop_the_vgg_pass():

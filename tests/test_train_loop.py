@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import cv2
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,9 +24,10 @@ from dex_jax.train.input import make_iterator
 from dex_jax.train.loop import train
 from dex_jax.train.metrics import Progress, image_grid
 from dex_jax.train.nonfinite import NonFiniteError
-from dex_jax.train.stages import stage1
+from dex_jax.train.optim import learning_rate_schedule
+from dex_jax.train.stages import expression, stage1
+from dex_jax.train.stages.warm_start import warm_start, warm_start_module
 from dex_jax.train.state import create_state
-from dex_jax.train.warm_start import warm_start, warm_start_module
 
 pytestmark = pytest.mark.xdist_group("train_loop")  # one worker runs the shared Stage-1 run once
 
@@ -193,16 +195,16 @@ def test_progress_line_and_image_grid():
 def test_learning_rate_schedules():
     config = toy_config()
     config.optimizer.update(schedule="constant", warmup_steps=10)
-    schedule = stage1.learning_rate_schedule(config.optimizer, 1e-3, 100)
+    schedule = learning_rate_schedule(config.optimizer, 1e-3, 100)
     assert float(schedule(0)) == 0.0
     assert float(schedule(5)) == pytest.approx(5e-4, rel=1e-6) and float(schedule(50)) == pytest.approx(1e-3, rel=1e-6)
     config.optimizer.update(schedule="cosine", final_lr_fraction=0.1)
-    schedule = stage1.learning_rate_schedule(config.optimizer, 1e-3, 100)
+    schedule = learning_rate_schedule(config.optimizer, 1e-3, 100)
     assert float(schedule(10)) == pytest.approx(1e-3, rel=1e-6)
     assert float(schedule(100)) == pytest.approx(1e-4, rel=1e-6)
     config.optimizer.schedule = "linear"
     with pytest.raises(ValueError, match="unknown optimizer.schedule 'linear'"):
-        stage1.learning_rate_schedule(config.optimizer, 1e-3, 100)
+        learning_rate_schedule(config.optimizer, 1e-3, 100)
 
 
 def test_random_lpips_params_have_the_lpips_shapes():
@@ -301,6 +303,20 @@ def test_warm_start_module_takes_the_expression_encoder_and_nothing_else(stage1_
     with pytest.raises(ValueError, match=r"init_expression_from .*: its expression is built differently "
                                          r"\(norm='group' there, 'affine' here\)"):
         warm_start_module(fresh, expression_run, "expression", "init_expression_from", model)
+
+
+def test_expression_stage_warm_start_takes_the_encoder_of_init_expression_from(expression_run):
+    config = load_config("configs/motion_test.py")
+    config.stage = "expression"
+    fresh = jax.jit(lambda rng: nn.unbox(expression.make_stage(config).init(rng)))(jax.random.PRNGKey(1))
+    assert expression.make_stage(config).warm_start(fresh) is fresh
+    config.init_expression_from = str(expression_run)
+    state = expression.make_stage(config).warm_start(fresh)
+    want = read_checkpoint(expression_run / "checkpoints")["ema"]["generator"]["expression"]
+    for tree in (state.params["generator"]["expression"], state.ema["generator"]["expression"]):
+        for got, value in zip(jax.tree.leaves(tree), jax.tree.leaves(want)):
+            np.testing.assert_array_equal(got, value)
+    assert int(state.step) == 0
 
 
 def test_init_expression_from_nowhere_is_a_one_line_error_and_leaves_no_run(tmp_path, capsys):

@@ -36,7 +36,7 @@ from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY
 from dex_jax.image import to_float, to_model
 from dex_jax.infer.wrapper import read_generator
 from dex_jax.motion.generator import build_motion_generator
-from dex_jax.train.warm_start import check_fits, trained_model_config, trained_module
+from dex_jax.train.stages.warm_start import check_fits, trained_model_config, trained_module
 
 DEG = math.pi / 180
 PROBE_POSE_RANGES = {"yaw": (-40 * DEG, 40 * DEG), "pitch": (-20 * DEG, 20 * DEG), "roll": (-12 * DEG, 12 * DEG),

@@ -83,7 +83,6 @@ def main(argv):
     initialize_from_environment()
     stage_module = importlib.import_module(f"dex_jax.train.stages.{config.stage}")
     stage_module.check_config(config)
-    loop.check_config(config)
     data = make_iterator(config.data)
     stage = stage_module.make_stage(config)  # before the workdir exists: a bad loss setting leaves nothing behind
     created = not workdir.exists()

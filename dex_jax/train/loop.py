@@ -21,7 +21,6 @@ from dex_jax import parallel
 from dex_jax.train import nonfinite
 from dex_jax.train.checkpoint import Checkpointer
 from dex_jax.train.metrics import EventWriter, MetricAccumulator, Progress, image_grid, save_png
-from dex_jax.train.warm_start import warm_start, warm_start_module
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +35,8 @@ class Stage:
         the image grid's columns, named by preview_names.
     frozen: arrays the step reads but never trains (LPIPS weights, ...), placed on every device.
     metric_names: the metrics averaged and logged.
+    warm_start(state) -> state: called once on a fresh start, after init and before the first step (never on
+        resume), e.g. to take params from a trained run; None: the state starts as init made it.
     """
 
     init: Callable
@@ -43,6 +44,7 @@ class Stage:
     frozen: Any
     metric_names: tuple
     preview_names: tuple = ()
+    warm_start: Callable | None = None
 
 
 class StopRequest:
@@ -72,19 +74,12 @@ def _due(step, every, total):
     return bool(every) and (step % every == 0 or step == total)
 
 
-def check_config(config):
-    """ValueError for loop settings that cannot work together, before anything is written."""
-    if config.init_discriminator and not config.init_from:
-        raise ValueError("init_discriminator needs init_from: the training workdir whose discriminator to take")
-
-
 def train(config, workdir, stage, data_iterator):
     """Train `stage` on batches from `data_iterator` up to config.total_steps; checkpoints under workdir.
 
     Resumes from the newest intact checkpoint in workdir/checkpoints. SIGTERM saves a checkpoint and returns.
     Returns (state, last step).
     """
-    check_config(config)
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
 
@@ -122,15 +117,8 @@ def train(config, workdir, stage, data_iterator):
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules), jax.threefry_partitionable(False):
             state, step = init(rng), 0
         log.info("initialised the state in %.1f s", time.perf_counter() - started)
-        if config.init_from:
-            state = warm_start(state, config.init_from, config.model, discriminator=config.init_discriminator,
-                               replaced=("expression",) if config.init_expression_from else ())
-            log.info("%s params from %s", "generator and discriminator" if config.init_discriminator else "generator",
-                     config.init_from)
-        if config.init_expression_from:
-            state = warm_start_module(state, config.init_expression_from, "expression", "init_expression_from",
-                                      config.model)
-            log.info("expression encoder params from %s", config.init_expression_from)
+        if stage.warm_start:
+            state = stage.warm_start(state)
 
     # ------------------------------------------- update step: explicit shardings, donation, AOT compile
     def update(state, batch, frozen):

@@ -10,8 +10,12 @@ values against the frame's n true expression values (`losses.expression_supervis
 loss.expression_normalised), Adam, EMA. The logged `constant_guess` is the same error of the batch's per-value
 mean, the best constant: the encoder has learned something only below it. The state's params are
 {"generator": {"expression": ...}}, the place the encoder has in a Stage-1 generator, so
-`warm_start_module(..., "expression", ...)` reads either kind of run.
+`warm_start_module(..., "expression", ...)` reads either kind of run. A fresh run may begin from a trained
+encoder, init_expression_from's (a run of either stage, or an export); init_from and init_discriminator, which
+name a whole generator and a discriminator, are refused.
 """
+
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -20,15 +24,24 @@ import optax
 from dex_jax.motion.expression_encoder import ExpressionEncoder
 from dex_jax.motion.losses import expression_supervision_loss
 from dex_jax.train.loop import Stage
-from dex_jax.train.stages.stage1 import flatten_expression_targets, make_optimizer
+from dex_jax.train.optim import make_optimizer
+from dex_jax.train.stages.motion_pairs import flatten_expression_targets, flatten_frames
+from dex_jax.train.stages.warm_start import warm_start_module
 from dex_jax.train.state import apply_gradients, create_state, ema_update
+
+log = logging.getLogger(__name__)
 
 METRIC_NAMES = ("expression_supervision", "constant_guess", "generator_grad_norm", "learning_rate")
 PREVIEW_NAMES = ("expression input",)
 
 
 def check_config(config):
-    """ValueError unless the data's expression crops have the encoder's input size."""
+    """ValueError unless the data's expression crops have the encoder's input size and no whole-generator or
+    discriminator warm start is asked for."""
+    for key in ("init_from", "init_discriminator"):
+        if config.get(key):
+            raise ValueError(f"{key} is for stage1; the expression stage takes a trained encoder with "
+                             "init_expression_from")
     if config.data.expression_size != config.model.expression.image_size:
         raise ValueError(f"data.expression_size {config.data.expression_size} differs from "
                          f"model.expression.image_size {config.model.expression.image_size}")
@@ -36,8 +49,8 @@ def check_config(config):
 
 def make_stage(config):
     """The pretraining `Stage` for a Stage-1 config with stage = "expression" (its data, model.expression,
-    optimizer without lr multipliers, ema and log fields and loss.expression_normalised; no other loss field and
-    no discriminator field is read)."""
+    optimizer without lr multipliers, ema and log fields, loss.expression_normalised and init_expression_from; no
+    other loss field and no discriminator field is read)."""
     config = config.copy_and_resolve_references()
     encoder = ExpressionEncoder(**config.model.expression.to_dict(), dtype=jnp.dtype(config.model.dtype))
     optimizer, schedule = make_optimizer(config.optimizer, config.optimizer.lr, config.total_steps)
@@ -52,7 +65,7 @@ def make_stage(config):
 
     def step(state, batch, frozen):
         del frozen
-        crops = batch["expression_input"].reshape((-1,) + batch["expression_input"].shape[2:])
+        crops = flatten_frames(batch["expression_input"])
         targets = flatten_expression_targets(batch)
 
         def objective(params):
@@ -70,4 +83,13 @@ def make_stage(config):
                    "learning_rate": jnp.asarray(schedule(state.step), jnp.float32)}
         return new, metrics, (crops[:num_images],)
 
-    return Stage(init=init, step=step, frozen={}, metric_names=METRIC_NAMES, preview_names=PREVIEW_NAMES)
+    def take_trained_encoder(state):
+        if not config.init_expression_from:
+            return state
+        state = warm_start_module(state, config.init_expression_from, "expression", "init_expression_from",
+                                  config.model)
+        log.info("expression encoder params from %s", config.init_expression_from)
+        return state
+
+    return Stage(init=init, step=step, frozen={}, metric_names=METRIC_NAMES, preview_names=PREVIEW_NAMES,
+                 warm_start=take_trained_encoder)

@@ -17,6 +17,8 @@ One step, on B examples of one source and K driving frames flattened to B*K pair
   discriminator: softplus loss on real driving frames vs the (detached) prediction, plus lazy R1 every
   `r1_every` steps, StyleGAN2-style: (r1_gamma / 2) * r1_every * R1, so its average weight is r1_gamma / 2;
   EMA of the generator params.
+A fresh run may begin from trained params (`take_trained_params`): init_from's generator (and discriminator,
+with init_discriminator), init_expression_from's expression encoder.
 """
 
 import functools
@@ -40,6 +42,14 @@ from dex_jax.motion.losses import (
 )
 from dex_jax.motion.lpips import lpips_param_shapes
 from dex_jax.train.loop import Stage
+from dex_jax.train.optim import make_optimizer
+from dex_jax.train.stages.motion_pairs import (
+    flatten_expression_targets,
+    flatten_frames,
+    flatten_pairs,
+    flatten_pose_targets,
+)
+from dex_jax.train.stages.warm_start import warm_start, warm_start_module
 from dex_jax.train.state import apply_gradients, create_state, ema_update, step_rng
 
 log = logging.getLogger(__name__)
@@ -50,43 +60,6 @@ METRIC_NAMES = ("generator_loss",) + LOSS_NAMES + (
     "discriminator_loss", "r1_term", "real_logit", "fake_logit", "generator_grad_norm",
     "discriminator_grad_norm", "learning_rate")
 PREVIEW_NAMES = ("source", "driving (pose input)", "prediction", "ground truth")
-POSE_TARGETS = ("source_pose", "driving_pose")
-
-
-def learning_rate_schedule(opt_config, peak, total_steps):
-    """Linear warmup to `peak`, then constant or cosine decay to peak * final_lr_fraction at total_steps."""
-    warmup = int(opt_config.warmup_steps)
-    if opt_config.schedule == "constant":
-        if not warmup:
-            return optax.constant_schedule(peak)
-        return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup])
-    if opt_config.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1),
-                                                  end_value=peak * opt_config.final_lr_fraction)
-    raise ValueError(f"unknown optimizer.schedule {opt_config.schedule!r}: use 'constant' or 'cosine'")
-
-
-def scale_submodules(multipliers):
-    """An optax transform scaling the updates of each top-level submodule named in `multipliers` by its factor."""
-    def update(updates, state, params=None):
-        del params
-        return {name: jax.tree.map(lambda u, m=multipliers.get(name, 1.0): u * m, tree)
-                for name, tree in updates.items()}, state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
-def make_optimizer(opt_config, peak, total_steps, lr_multipliers=None):
-    """(Adam with gradient clipping by global norm (skipped when grad_clip_norm is 0), its lr schedule).
-
-    lr_multipliers: {submodule name: factor} on top of the schedule, e.g. for layers with equalized learning rate.
-    """
-    schedule = learning_rate_schedule(opt_config, peak, total_steps)
-    parts = [optax.clip_by_global_norm(opt_config.grad_clip_norm)] if opt_config.grad_clip_norm else []
-    parts.append(optax.adam(schedule, b1=opt_config.b1, b2=opt_config.b2))
-    if lr_multipliers:
-        parts.append(scale_submodules(dict(lr_multipliers)))
-    return optax.chain(*parts), schedule
 
 
 def random_lpips_params(seed=0):
@@ -115,38 +88,6 @@ def lpips_params(config):
         return load_lpips(config.lpips.vgg_weights, config.lpips.heads or None)
     log.warning("lpips.vgg_weights is empty: the perceptual losses use a random VGG16")
     return random_lpips_params(config.seed)
-
-
-def _flat(x):
-    return x.reshape((-1,) + x.shape[2:])
-
-
-def flatten_pairs(batch):
-    """Batch of B examples with K driving frames -> (source (B), pose input, expression input, target, mask (B*K)).
-
-    Row i of the B*K rows is driving frame i % K of source i // K, as `MotionGenerator.reenact` expects.
-    """
-    return (batch["source"], _flat(batch["pose_input"]), _flat(batch["expression_input"]),
-            _flat(batch["driving"]), _flat(batch["face_mask"]))
-
-
-def flatten_pose_targets(batch):
-    """Ground-truth (source pose, driving pose), (B*K, 6) each, aligned with `flatten_pairs`; ValueError if absent."""
-    missing = [key for key in POSE_TARGETS if key not in batch]
-    if missing:
-        raise ValueError(f"loss.pose_supervision > 0 needs ground-truth poses in the batches, and these have no "
-                         f"{', '.join(missing)}: use a dataset that records poses (synth_heads) or set it to 0")
-    k = batch["driving"].shape[1]
-    return jnp.repeat(batch["source_pose"], k, axis=0), _flat(batch["driving_pose"])
-
-
-def flatten_expression_targets(batch):
-    """Ground-truth driving expressions (B*K, n), aligned with `flatten_pairs`; ValueError if absent."""
-    if "driving_expression" not in batch:
-        raise ValueError("expression supervision (loss.expression_supervision > 0, or stage expression) needs "
-                         "ground-truth expressions in the batches, and these have no driving_expression: use a "
-                         "dataset that records them (synth_heads)")
-    return _flat(batch["driving_expression"])
 
 
 def make_stage(config, lpips=None):
@@ -197,7 +138,7 @@ def make_stage(config, lpips=None):
         source, pose_input, expression_input, target, mask = flatten_pairs(batch)
         pose_targets = flatten_pose_targets(batch) if supervise_pose else None
         expression_targets = flatten_expression_targets(batch) if supervise_expression else None
-        region = _flat(batch["expression_mask"]) if weights.expression_region_l1 else None
+        region = flatten_frames(batch["expression_mask"]) if weights.expression_region_l1 else None
         d_params = state.params["discriminator"]
 
         def generator_objective(g_params):
@@ -257,11 +198,31 @@ def make_stage(config, lpips=None):
 
     frozen = {"lpips": lpips if lpips is not None else lpips_params(config)} if perceptual else {}
     frozen = jax.tree.map(jnp.asarray, frozen | ({"face_net": face_constants} if weights.face_perceptual else {}))
-    return Stage(init=init, step=step, frozen=frozen, metric_names=metric_names, preview_names=PREVIEW_NAMES)
+    return Stage(init=init, step=step, frozen=frozen, metric_names=metric_names, preview_names=PREVIEW_NAMES,
+                 warm_start=functools.partial(take_trained_params, config=config))
+
+
+def take_trained_params(state, config):
+    """A fresh `state` with the trained params the config names: the generator (and its EMA) of init_from, its
+    discriminator too with init_discriminator, then the expression encoder of init_expression_from; `state` as
+    it is when neither is set. ValueError (see `warm_start`, `warm_start_module`) when a run does not fit."""
+    if config.init_from:
+        state = warm_start(state, config.init_from, config.model, discriminator=config.init_discriminator,
+                           replaced=("expression",) if config.init_expression_from else ())
+        log.info("%s params from %s", "generator and discriminator" if config.init_discriminator else "generator",
+                 config.init_from)
+    if config.init_expression_from:
+        state = warm_start_module(state, config.init_expression_from, "expression", "init_expression_from",
+                                  config.model)
+        log.info("expression encoder params from %s", config.init_expression_from)
+    return state
 
 
 def check_config(config):
-    """ValueError unless data and model sizes agree (image size, expression crop size)."""
+    """ValueError unless data and model sizes agree (image size, expression crop size) and init_discriminator has
+    an init_from to take the discriminator from."""
+    if config.init_discriminator and not config.init_from:
+        raise ValueError("init_discriminator needs init_from: the training workdir whose discriminator to take")
     model, data = config.model, config.data
     if data.image_size != model.image_size:
         raise ValueError(f"data.image_size {data.image_size} differs from model.image_size {model.image_size}")
