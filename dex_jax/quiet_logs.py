@@ -39,13 +39,18 @@ def is_noise(line):
     return NOISE.match(line) is not None
 
 
-def _pump(read_fd, sink):
-    """Copy lines from `read_fd` to the binary file `sink` until end of file, dropping noise."""
+def copy_without_noise(read_fd, sink):
+    """Copy lines from `read_fd` to the binary file `sink` until end of file, dropping noise. Should `sink` fail
+    (stderr closed, a broken pipe), the rest is read and dropped, so writers to the pipe never block."""
     with open(read_fd, "rb") as pipe:
         for line in pipe:
-            if not is_noise(line):
+            if sink is None or is_noise(line):
+                continue
+            try:
                 sink.write(line)
                 sink.flush()
+            except OSError:
+                sink = None
 
 
 @contextlib.contextmanager
@@ -57,7 +62,7 @@ def _filtered_fd2():
     read_fd, write_fd = os.pipe()
     os.dup2(write_fd, 2)
     os.close(write_fd)
-    thread = threading.Thread(target=_pump, args=(read_fd, sink), name="stderr-noise-filter", daemon=True)
+    thread = threading.Thread(target=copy_without_noise, args=(read_fd, sink), name="stderr-noise-filter", daemon=True)
     thread.start()
     python_stderr = sys.stderr
     direct = None

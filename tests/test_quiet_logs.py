@@ -4,13 +4,14 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 
 import cv2
 import jax
 import numpy as np
 import pytest
 
-from dex_jax.quiet_logs import is_noise, quiet_third_party_logs, stdout_to_log
+from dex_jax.quiet_logs import copy_without_noise, is_noise, quiet_third_party_logs, stdout_to_log
 
 # Lines seen on stderr from MediaPipe 1.2, TFLite, XLA and absl.
 NOISE = [
@@ -51,6 +52,27 @@ def test_descriptor_2_drops_noise_and_passes_the_rest(capfd):
     assert sorted(err.splitlines(keepends=True)) == sorted(KEPT + [b"python's stderr is not filtered: INFO: kept\n"])
     os.write(2, NOISE[0])
     assert capfd.readouterr().err.encode() == NOISE[0]  # descriptor 2 is itself again after the block
+
+
+def test_the_filter_keeps_reading_when_stderr_is_gone():
+    class Gone:
+        def write(self, data):
+            raise BrokenPipeError("stderr's reader exited")
+
+    read_fd, write_fd = os.pipe()
+    pump = threading.Thread(target=copy_without_noise, args=(read_fd, Gone()), daemon=True)
+    pump.start()
+
+    def write_more_than_a_pipe_holds():
+        for _ in range(4096):
+            os.write(write_fd, b"E" * 99 + b"\n")  # 400 KB: blocks for good if nobody reads
+        os.close(write_fd)
+
+    writer = threading.Thread(target=write_more_than_a_pipe_holds, daemon=True)
+    writer.start()
+    writer.join(30)
+    pump.join(30)
+    assert not writer.is_alive() and not pump.is_alive()
 
 
 def test_third_party_loggers_pass_errors_only_inside_the_block(caplog):
