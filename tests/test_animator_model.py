@@ -18,9 +18,10 @@ from dex_jax.animator.model import (build_animator, denoise, init_inputs, parame
                                     with_backbone)
 from dex_jax.animator.reference import transformer_blocks
 from dex_jax.animator.reference_warp import warp_reference_tokens
-from dex_jax.diffusion import unet as unet_lib
+from dex_jax.diffusion.unet import unet_from_config
 
 SD15_UNET_PARAMS = 859_520_964
+warp = jax.jit(warp_reference_tokens, static_argnums=(1, 2))
 SOURCES, FRAMES = 2, 3
 VARIANTS = [FULL, NO_EXPRESSION, NOTHING] * SOURCES
 
@@ -62,11 +63,10 @@ class Animator:
     def __init__(self):
         self.config = get_config("test")
         self.model = build_animator(self.config)
-        init = jax.jit(self.model.init)(jax.random.key(0), *init_inputs(self.model, 8, 8))
-        self.backbone = unet_lib.unet_from_config(self.config.unet)
-        args, kwargs = unet_lib.init_inputs(self.config.unet)
-        self.backbone_params = nn.unbox(jax.jit(self.backbone.init)(jax.random.key(1), *args, **kwargs)["params"])
-        self.params = with_backbone(nn.unbox(init["params"]), self.backbone_params)
+        init = nn.unbox(jax.jit(self.model.init)(jax.random.key(0), *init_inputs(self.model, 8, 8))["params"])
+        self.backbone = unet_from_config(self.config.unet)
+        self.backbone_params = init["reference_unet"]  # one plain UNet's params (saves compiling another init)
+        self.params = with_backbone(init, self.backbone_params)
         self.reference = jax.jit(lambda params, source: reference_features(self.model, params, source))
         self.denoise = self.jit_denoise(self.model)
         self.backbone_apply = jax.jit(self.backbone.apply)
@@ -150,7 +150,7 @@ def test_identity_pose_leaves_reference_tokens_and_ray_maps_unchanged(animator):
     pose = random_poses(np.random.default_rng(2), SOURCES)
     for block in transformer_blocks(animator.model.denoising_unet):
         tokens = reference[block.path]
-        warped = warp_reference_tokens(tokens, *block.grid(8, 8), pose, pose)
+        warped = warp(tokens, *block.grid(8, 8), pose, pose)
         assert max_diff(warped, tokens) <= 1e-5, block.path
     rays = np.asarray(ray_map_input(pose, pose, 8, 8))
     assert np.abs(rays).max() > 0.05  # a non-identity pose: the ray maps are not trivially zero
@@ -186,9 +186,8 @@ def test_warp_moves_a_point_feature_where_pd_ps_inverse_puts_it(height, width, c
     col, row, d = index(x, width), index(y, height), index(z, depth)
     tokens = np.zeros((1, height * width, channels), np.float32)
     tokens[0, point["row"] * width + point["col"], point["channel"] * depth + point["depth"]] = 1.0
-    warped = np.array(warp_reference_tokens(jnp.asarray(tokens), height, width,
-                                              jnp.asarray(source_pose[None], jnp.float32),
-                                              jnp.asarray(driving_pose[None], jnp.float32)))
+    warped = np.array(warp(jnp.asarray(tokens), height, width, jnp.asarray(source_pose[None], jnp.float32),
+                           jnp.asarray(driving_pose[None], jnp.float32)))
     target = (0, row * width + col, point["channel"] * depth + d)
     assert abs(warped[target] - 1.0) < 1e-4
     warped[target] = 0.0

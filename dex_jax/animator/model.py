@@ -49,8 +49,8 @@ class Animator(nn.Module):
     """The two UNets and the layers that join them; see the module docstring.
 
     `__call__` (source latent -> reference pass -> denoiser) is what `init` traces; under `apply` it needs
-    mutable=['reference']. Sampling and training call `encode_reference` once (`reference_features`) and
-    `denoise` for every step.
+    mutable=['reference']. Callers run `reference_features` once per batch of sources (per training step, or
+    once for a whole sampling run) and `denoise` for every denoising step of every frame.
     """
 
     reference_unet: UNet2DConditionModel
@@ -98,8 +98,8 @@ class Animator(nn.Module):
         check_condition(condition, rows, self.expression_latent_dim)
         source_pose, driving_pose = condition["source_pose"], condition["driving_pose"]
         nothing = condition["variant"] == NOTHING
-        no = jnp.zeros_like(nothing)
-        drop = {part: nothing if part in self.null_drops else no for part in NULL_PARTS}
+        never = jnp.zeros_like(nothing)
+        drop = {part: nothing if part in self.null_drops else never for part in NULL_PARTS}
 
         rays = ray_map_input(source_pose, driving_pose, height, width)
         rays = jnp.where(drop["ray_maps"][:, None, None, None], 0.0, rays)
