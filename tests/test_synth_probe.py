@@ -1,4 +1,5 @@
-"""`dex-portrait probe`: ridge probe and affine calibration properties, and a run on an untrained checkpoint."""
+"""`dex-portrait probe`: ridge probe and affine calibration properties, a run on an untrained checkpoint, its
+output folder refused unless --overwrite, and its help with every setting as a value."""
 
 import json
 
@@ -51,10 +52,18 @@ def test_probe_command_writes_tables(tmp_path, capsys):
     assert "Pose leakage into the expression latent" in table and "| jaw_open |" in table
     assert "Expression carried by the expression latent" in table
     assert cli.main(["probe", "--checkpoint", str(run), "--num-fit", "8"]) == 2
+    capsys.readouterr()
+    before = (tmp_path / "probe" / "probe.json").read_bytes()
+    assert cli.main(["probe", "--checkpoint", str(run), "--out", str(tmp_path / "probe")]) == 2
+    assert capsys.readouterr().err == (f"dex-portrait probe: error: {tmp_path / 'probe'} already exists; pass "
+                                       "--overwrite to replace it\n")
+    assert (tmp_path / "probe" / "probe.json").read_bytes() == before
     other = write_untrained_run(tmp_path / "other", step=3, seed=1, expression_norm="affine")
-    assert cli.main(["probe", "--checkpoint", str(run), "--checkpoint", str(other), "--out", str(tmp_path / "both"),
-                     "--num-fit", "64", "--num-eval", "32"]) == 0
-    own = json.loads((tmp_path / "both" / "probe.json").read_text())[1]
+    assert cli.main(["probe", "--checkpoint", str(run), "--checkpoint", str(other), "--out", str(tmp_path / "probe"),
+                     "--num-fit", "64", "--num-eval", "32", "--overwrite"]) == 0
+    reports = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    assert [r["model"] for r in reports] == ["run step 3 (EMA generator)", "other step 3 (EMA generator)"]
+    own = reports[1]
     assert cli.main(["probe", "--checkpoint", str(run), "--expression-from", str(other), "--out",
                      str(tmp_path / "swapped"), "--num-fit", "64", "--num-eval", "32"]) == 0
     swapped = json.loads((tmp_path / "swapped" / "probe.json").read_text())[0]
@@ -63,6 +72,20 @@ def test_probe_command_writes_tables(tmp_path, capsys):
     assert swapped["expression_r2"] != report["expression_r2"]
     assert swapped["expression_r2"] == pytest.approx(own["expression_r2"], abs=1e-6)  # built as other builds it
     capsys.readouterr()
-    assert cli.main(["probe", "--checkpoint", str(run), "--expression-from", str(tmp_path / "nowhere")]) == 2
+    assert cli.main(["probe", "--checkpoint", str(run), "--expression-from", str(tmp_path / "nowhere"), "--out",
+                     str(tmp_path / "failed")]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dex-portrait probe")]
     assert errors and errors[0].startswith(f"dex-portrait probe: error: --expression-from {tmp_path / 'nowhere'}: ")
+
+
+def test_probe_help_shows_values_not_names(capsys):
+    from dex_jax.evaluate import synth_probe
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["probe", "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    constants = [name for name in vars(synth_probe) if name.isupper() and len(name) > 3]
+    assert constants and not [name for name in constants if name in text]
+    assert "%(" not in text
+    assert "128x128 px" in text and "yaw -40..40 deg" in text and "fit set identities 0..179" in text
+    assert "(default: 1024)" in text and "(default: out/probe)" in text and "--overwrite" in text

@@ -1,12 +1,13 @@
 """`dex-portrait probe`: a Stage-1 model's pose encoder and expression latent against SynthHeads ground truth.
 
-    dex-portrait probe --checkpoint CKPT [--checkpoint CKPT2 ...] [--expression-from RUN] [--out DIR]
+    dex-portrait probe --checkpoint CKPT [--checkpoint CKPT2 ...] [--expression-from RUN] [--out DIR] [--overwrite]
 
-Frames are rendered on the fly at RENDER_SIZE px with uniform random poses in PROBE_POSE_RANGES (the range
-the multi-view SynthHeads builds cover: camera yaw up to 30 degrees plus head yaw up to 12, and so on) and
-random expressions. A fit set uses training identities (0 .. FIT_IDENTITIES-1); the evaluation set uses the
-held-out identities of the synth_heads benchmark, never in any build. Inputs are built as at inference: the
-whole frame resized for the pose encoder; the face-box square, not rotated, for the expression encoder.
+Frames are rendered on the fly with uniform random poses over the range the multi-view SynthHeads builds
+cover (camera yaw up to 30 degrees plus head yaw up to 12, and so on) and random expressions; the render size,
+the pose ranges and the identities of both sets are listed under "settings" at the end of --help. The fit set
+uses training identities; the evaluation set uses the held-out identities of the synth_heads benchmark, never
+in any build. Inputs are built as at inference: the whole frame resized for the pose encoder; the face-box
+square, not rotated, for the expression encoder.
 
 Reported per checkpoint, on the evaluation set:
   pose error      mean absolute error of yaw, pitch, roll (degrees), tx, ty (fractions of the half image) and
@@ -18,12 +19,14 @@ Reported per checkpoint, on the evaluation set:
   expression R^2  the same probe from the expression latent to the ground-truth expression values (per value
                   and the mean): how much of the expression the latent carries for the decoder to draw.
 With --expression-from, every checkpoint is probed with the expression encoder of RUN (a run of stage
-`expression`, or any Stage-1 run or export) in place of its own. Writes DIR/probe.md and DIR/probe.json.
+`expression`, or any Stage-1 run or export) in place of its own. Writes the folder DIR holding probe.md and
+probe.json; an existing DIR is refused unless --overwrite.
 """
 
 import argparse
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import jax
@@ -36,6 +39,7 @@ from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY
 from dex_jax.image import to_float, to_model
 from dex_jax.infer.wrapper import read_generator
 from dex_jax.motion.generator import build_motion_generator
+from dex_jax.output_dir import add_overwrite_argument, check_output_dir, staged_output_dir
 from dex_jax.train.stages.warm_start import check_fits, trained_model_config, trained_module
 
 DEG = math.pi / 180
@@ -43,6 +47,8 @@ PROBE_POSE_RANGES = {"yaw": (-40 * DEG, 40 * DEG), "pitch": (-20 * DEG, 20 * DEG
                      "tx": (-0.06, 0.06), "ty": (-0.06, 0.06), "scale": (0.9, 1.1)}
 RENDER_SIZE = 128
 FIT_IDENTITIES = 180
+EVAL_IDENTITIES = (HELD_OUT_FIRST_IDENTITY, HELD_OUT_FIRST_IDENTITY + 1000)
+MIN_FIT, MIN_EVAL = 64, 16
 CHUNK = 32
 RIDGE = 1e-2
 UNITS = {"yaw": "deg", "pitch": "deg", "roll": "deg", "tx": "", "ty": "", "scale": ""}
@@ -171,27 +177,42 @@ def markdown(reports, num_fit, num_eval):
     return "\n".join(lines) + "\n"
 
 
+def settings():
+    """The fixed settings of the probe as help text: render size, pose ranges, identities."""
+    scale = {name: 1 / DEG if UNITS[name] == "deg" else 1.0 for name in PROBE_POSE_RANGES}
+    ranges = ", ".join(f"{name} {lo * scale[name]:.3g}..{hi * scale[name]:.3g} {UNITS[name]}".rstrip()
+                       for name, (lo, hi) in PROBE_POSE_RANGES.items())
+    text = (f"settings: frames rendered at {RENDER_SIZE}x{RENDER_SIZE} px; uniform pose ranges {ranges}; fit set "
+            f"identities 0..{FIT_IDENTITIES - 1}; evaluation set identities {EVAL_IDENTITIES[0]}.."
+            f"{EVAL_IDENTITIES[1] - 1}")
+    return textwrap.fill(text, width=110)
+
+
 def main(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait probe", description=__doc__,
+    parser = argparse.ArgumentParser(prog="dex-portrait probe", description=__doc__, epilog=settings(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", action="append", required=True, help="a training workdir or export")
+    parser.add_argument("--checkpoint", action="append", required=True,
+                        help="a training workdir or export (repeat to probe several)")
     parser.add_argument("--expression-from", default=None, type=Path,
                         help="probe with this run's expression encoder (e.g. a run of stage expression)")
-    parser.add_argument("--out", default="out/probe", type=Path, help="folder for probe.md and probe.json")
-    parser.add_argument("--num-fit", default=1024, type=int, help="fit-set frames")
-    parser.add_argument("--num-eval", default=512, type=int, help="evaluation-set frames")
+    parser.add_argument("--out", default="out/probe", type=Path,
+                        help="folder to write with probe.md and probe.json (default: %(default)s)")
+    add_overwrite_argument(parser)
+    parser.add_argument("--num-fit", default=1024, type=int,
+                        help=f"fit-set frames, at least {MIN_FIT} (default: %(default)s)")
+    parser.add_argument("--num-eval", default=512, type=int,
+                        help=f"evaluation-set frames, at least {MIN_EVAL} (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.num_fit < 64 or args.num_eval < 16:
-        raise ValueError("--num-fit must be at least 64 and --num-eval at least 16")
+    if args.num_fit < MIN_FIT or args.num_eval < MIN_EVAL:
+        raise ValueError(f"--num-fit must be at least {MIN_FIT} and --num-eval at least {MIN_EVAL}")
+    check_output_dir(args.out, args.overwrite)
     fit = probe_frames(args.num_fit, (0, FIT_IDENTITIES), seed=0)
-    held_out = probe_frames(args.num_eval, (HELD_OUT_FIRST_IDENTITY, HELD_OUT_FIRST_IDENTITY + 1000), seed=1)
+    held_out = probe_frames(args.num_eval, EVAL_IDENTITIES, seed=1)
     reports = [probe(c, fit, held_out, args.expression_from) for c in args.checkpoint]
-    args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(reports, args.num_fit, args.num_eval)
-    for name, text in (("probe.md", table), ("probe.json", json.dumps(reports, indent=2))):
-        partial = args.out / f".{name}.partial"
-        partial.write_text(text)
-        partial.rename(args.out / name)
+    with staged_output_dir(args.out, args.overwrite) as staging:
+        (staging / "probe.md").write_text(table)
+        (staging / "probe.json").write_text(json.dumps(reports, indent=2))
     print(table)
     print(f"wrote {args.out / 'probe.md'} and {args.out / 'probe.json'}")
     return 0
