@@ -1,12 +1,15 @@
 """Stage-1 training as in the paper: batch 112, lr 1e-4, 200k iterations, 256x256 model, bfloat16 compute.
 
-Run: dex-portrait train --config configs/motion_paper.py --workdir DIR --config.data.dataset_dir=DATASET
+Run: dex-portrait train --config motion_paper --workdir DIR --config.data.dataset_dir=DATASET, where DATASET is
+a built dataset's folder, e.g. $DEX_DATA_DIR/portrait_videos/default/1.0.0 (`dex-portrait data build`).
 The mesh, its logical-axis rules and every field below can be overridden with --config.a.b=value.
 """
 
+from pathlib import Path
+
 import ml_collections
 
-from dex_jax.config_loading import load_config
+from dex_jax.config_loading import load_config_file
 from dex_jax.data.pipeline import default_config as data_defaults
 
 # Logical axis names the layers give their params -> mesh axes, first matching rule whose mesh axis is still free
@@ -34,7 +37,7 @@ def get_config():
     config.init_discriminator = False  # also start the discriminator from init_from's (a workdir, not an export)
     config.init_expression_from = ""  # a run (e.g. of stage "expression") or export whose expression encoder to take
 
-    config.model = load_config("configs/motion_model.py:paper")
+    config.model = load_config_file(Path(__file__).parent / "motion_model.py", "paper")
     config.model.dtype = "bfloat16"
 
     config.data = data_defaults()

@@ -1,13 +1,15 @@
 """Stage-1 training for tests: the `test` model (32x32), random batches, a few steps; the rest is the paper's."""
 
-from dex_jax.config_loading import load_config
+from pathlib import Path
+
+from dex_jax.config_loading import load_config_file
 
 
 def get_config():
-    config = load_config("configs/motion_paper.py")
+    config = load_config_file(Path(__file__).parent / "motion_paper.py")
     config.total_steps = 3
     config.nonfinite_limit = 3
-    config.model = load_config("configs/motion_model.py:test")
+    config.model = load_config_file(Path(__file__).parent / "motion_model.py", "test")
 
     config.data.source = "random"
     config.data.batch_size = 8

@@ -23,7 +23,7 @@ def tiny_cases():
 
     conv3d: the appearance resblocks and Flatten & CNN's strided conv; transposed: the decoder's up StyleConvs.
     """
-    model = load_config("configs/motion_model.py:tiny")
+    model = load_config("motion_model:tiny")
     app = model.appearance
     size = model.image_size // 2 ** (len(app.block_channels) - 1)
     volume = (BATCH, app.volume_depth, size, size)

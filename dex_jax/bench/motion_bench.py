@@ -11,7 +11,7 @@ from dex_jax.motion.summary import example_inputs, parameter_counts
 
 
 def bench_config(variant, batch, repeats):
-    config = load_config(f"configs/motion_model.py:{variant}")
+    config = load_config(f"motion_model:{variant}")
     trainer = build_motion_generator(config)
     inputs = example_inputs(config, batch)
     variables = jax.jit(trainer.init)(jax.random.key(0), *inputs)
@@ -27,7 +27,7 @@ def main(argv):
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
-    counts = {v: parameter_counts(load_config(f"configs/motion_model.py:{v}")) for v in variants}
+    counts = {v: parameter_counts(load_config(f"motion_model:{v}")) for v in variants}
     print("parameters (jax.eval_shape, nothing allocated):")
     print(f"{'network':<22}" + "".join(f"{v:>14}" for v in variants))
     for name in counts[variants[0]]:

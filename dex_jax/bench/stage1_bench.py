@@ -21,7 +21,7 @@ from dex_jax.train.stages import stage1
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="dex-portrait bench stage1", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/motion_paper.py", help="a Stage-1 train config")
+    parser.add_argument("--config", default="motion_paper", help="a Stage-1 train config")
     parser.add_argument("--batch", type=int, default=8, help="examples per step (each has num_driving pairs)")
     parser.add_argument("--num-driving", type=int, help="driving frames per example (default: the config's)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: the config's)")

@@ -13,6 +13,8 @@ import dataclasses
 
 import tensorflow_datasets as tfds
 
+from dex_jax.data import tfds_common
+
 BUILDERS = ("synth_heads", "portrait_videos")
 
 
@@ -53,15 +55,15 @@ def builder_config(cls, base, overrides, config_name):
 
 def build(name, data_dir=None, config="default", overrides=None, config_name=None, videos=None, model_path=None,
           overwrite=False, progress=True):
-    """Build dataset `name`; returns (dataset folder, BuildSummary)."""
+    """Build dataset `name` under data_dir (default `tfds_common.data_dir()`); returns (its folder, BuildSummary)."""
     if name not in BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; choose from {BUILDERS}")
     cls = _builder_class(name)
     kwargs = {"model_path": model_path} if name == "portrait_videos" else {}
     if name == "portrait_videos" and not videos:
         raise ValueError("portrait_videos needs --videos DIR (a folder of videos or frame folders)")
-    builder = cls(config=builder_config(cls, config, overrides or {}, config_name), data_dir=data_dir,
-                  file_format="array_record", progress=progress, **kwargs)
+    builder = cls(config=builder_config(cls, config, overrides or {}, config_name),
+                  data_dir=data_dir or tfds_common.data_dir(), file_format="array_record", progress=progress, **kwargs)
     modes = tfds.download.GenerateMode
     mode = modes.FORCE_REDOWNLOAD if overwrite else modes.REUSE_DATASET_IF_EXISTS
     try:
@@ -81,7 +83,8 @@ def main(argv):
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("build", help="build a dataset")
     p.add_argument("name", choices=BUILDERS)
-    p.add_argument("--data_dir", default=None, help="tfds data folder (default ~/tensorflow_datasets)")
+    p.add_argument("--data_dir", default=None,
+                   help="tfds data folder (default: $DEX_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets)")
     p.add_argument("--config", default="default", help="named builder config (synth_heads: default, tiny)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--config_name", default=None, help="name of an overridden config (default: CONFIG_custom)")

@@ -1,4 +1,5 @@
-"""Pieces shared by our tfds builders: images encoded without TensorFlow, the record index, the build summary.
+"""Pieces shared by our tfds builders: the data folder, images encoded without TensorFlow, the record index, the
+build summary.
 
 Records are written in generation order (`disable_shuffling=True`, integer keys 0, 1, 2, ...), so record i of
 a split is the i-th example generated. Every builder lists the (subject, sequence, camera, frame) of each
@@ -9,12 +10,19 @@ without reading them.
 
 import collections
 import dataclasses
+import os
 
 import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
 INDEX_FIELDS = ("subject", "sequence", "camera", "frame")
+
+
+def data_dir():
+    """The tfds data folder that datasets are built into and named under: $DEX_DATA_DIR, else tfds' own default
+    ($TFDS_DATA_DIR, else ~/tensorflow_datasets)."""
+    return os.path.expanduser(os.environ.get("DEX_DATA_DIR") or tfds.core.constants.get_default_data_dir())
 
 
 def encode_jpeg(image, quality):

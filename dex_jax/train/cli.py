@@ -1,4 +1,20 @@
-"""`dex-portrait train --config configs/NAME.py[:ARG] --workdir DIR [--config.a.b=value ...]`.
+"""dex-portrait train --config CONFIG[:VARIANT] --workdir DIR [--config.a.b=value ...]
+
+CONFIG is a config file (a Python file whose get_config(VARIANT) returns a ConfigDict): a path with a folder
+part (configs/motion_synth.py, ./mine.py) is relative to the working directory; a bare name (motion_synth or
+motion_synth.py) names a file of this checkout's configs/ folder, listed below with their variants.
+
+Overrides, parsed by ml_collections' config_flags and typed by the field they set:
+  --config.a.b=value or --config.a.b value     numbers, strings
+  --config.a.b=true|false, --config.a.b, --noconfig.a.b     booleans
+  --config.a.b="(1, 2)", or --config.a.b repeated            tuples
+  --config.a.b="{'k': 1.0}"                    a whole sub-config, replaced
+An unknown key, or a value its field's type does not take, is an error.
+
+Datasets: a config names a built dataset (`dex-portrait data build`) as builder/config/version under the tfds data
+folder, $DEX_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets, the folder `data build` writes to; or
+--config.data.dataset_dir=DIR names a dataset folder itself. A config whose losses read labels its dataset does
+not record (poses, expressions) is refused before training, naming every such field.
 
 The workdir keeps config.json, checkpoints/, tensorboard/ and images/. Running again on the same workdir
 resumes; a workdir that holds a run of a different config is refused (only total_steps, nonfinite_limit, the
@@ -15,10 +31,10 @@ from pathlib import Path
 
 import jax
 
-from dex_jax.config_loading import ConfigError, apply_overrides, load_config
+from dex_jax.config_loading import CONFIG_DIR, ConfigError, apply_overrides, load_config, load_module
 from dex_jax.train import loop
 from dex_jax.train.distributed import initialize_from_environment
-from dex_jax.train.input import make_iterator
+from dex_jax.train.input import check_fields, make_iterator
 from dex_jax.train.nonfinite import NonFiniteError
 
 STAGES = ("stage1", "expression")
@@ -26,25 +42,49 @@ MAY_CHANGE = ("total_steps", "nonfinite_limit", "log.", "checkpoint.", "data.dat
               "data.worker_buffer_size")
 
 
+def _variant_names(names):
+    """Variant names, runs of consecutive numbers shortened: 1, 2, 3, x -> '1..3,x'."""
+    numbers = sorted(int(name) for name in names if name.isdigit())
+    runs = []
+    for number in numbers:
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    return ",".join([f"{a}..{b}" if b > a else str(a) for a, b in runs] + [n for n in names if not n.isdigit()])
+
+
+def config_listing():
+    """The configs of CONFIG_DIR, each with its variants and its docstring's first line."""
+    lines = [f"configs ({CONFIG_DIR}):"]
+    for path in sorted(CONFIG_DIR.glob("*.py")):
+        try:
+            module = load_module(path)
+        except ConfigError as err:
+            lines.append(f"  {path.name}\n      does not load: {err}")
+            continue
+        variants = getattr(module, "VARIANTS", None)
+        summary = (module.__doc__ or "").strip().split("\n", 1)[0]
+        lines.append(f"  {path.name}{':' + _variant_names(list(variants)) if variants else ''}\n      {summary}")
+    return "\n".join(lines)
+
+
+class _HelpWithConfigs(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.epilog = config_listing()
+        parser.print_help()
+        parser.exit()
+
+
 def parse_args(argv):
-    """(config spec, workdir, {dotted key: value text}) from the command line."""
-    parser = argparse.ArgumentParser(prog="dex-portrait train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="configs/NAME.py[:ARG]")
-    parser.add_argument("--workdir", required=True, help="folder for checkpoints, logs and images")
-    args, rest = parser.parse_known_args(argv)
-    overrides, i = {}, 0
-    while i < len(rest):
-        item = rest[i]
-        if not item.startswith("--config."):
-            raise ConfigError(f"unexpected argument {item!r}: overrides look like --config.a.b=value")
-        key, sep, value = item[len("--config."):].partition("=")
-        if not sep:
-            if i + 1 >= len(rest):
-                raise ConfigError(f"{item} needs a value")
-            i, value = i + 1, rest[i + 1]
-        overrides[key] = value
-        i += 1
-    return args.config, Path(args.workdir), overrides
+    """(config spec, workdir, override arguments) from the command line (module docstring)."""
+    parser = argparse.ArgumentParser(prog="dex-portrait train", description=__doc__, add_help=False,
+                                     allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-h", "--help", action=_HelpWithConfigs, nargs=0, help="show this help and the configs")
+    parser.add_argument("--config", required=True, metavar="CONFIG[:VARIANT]", help="the config file, see above")
+    parser.add_argument("--workdir", required=True, type=Path, help="folder for checkpoints, logs and images")
+    args, overrides = parser.parse_known_args(argv)
+    return args.config, args.workdir, overrides
 
 
 def _flatten(tree, prefix=""):
@@ -83,6 +123,7 @@ def main(argv):
     initialize_from_environment()
     stage_module = importlib.import_module(f"dex_jax.train.stages.{config.stage}")
     stage_module.check_config(config)
+    check_fields(config)
     data = make_iterator(config.data)
     stage = stage_module.make_stage(config)  # before the workdir exists: a bad loss setting leaves nothing behind
     created = not workdir.exists()

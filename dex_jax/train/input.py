@@ -4,7 +4,8 @@
   'random'  deterministic random batches of the same layout, for tests and throughput figures
 
 Both are grain DataLoader iterators with get_state/set_state, so checkpoints record the position. Each process
-gets its slice of the global batch (data.batch_size / process count).
+gets its slice of the global batch (data.batch_size / process count). `check_fields` compares, before training,
+the batch fields a config reads with those its dataset records.
 """
 
 from pathlib import Path
@@ -12,9 +13,15 @@ from pathlib import Path
 import grain
 import jax
 import numpy as np
+import tensorflow_datasets as tfds
 
 from dex_jax.data import pipeline
 from dex_jax.data.synth_face import NUM_EXPRESSIONS
+
+# Batch fields the pipeline takes from a dataset's ground-truth labels -> the dataset feature each comes from;
+# only datasets that record them (synth_heads) have them. Every other field comes from every dataset.
+LABEL_FIELDS = {"source_pose": "pose", "driving_pose": "pose", "source_expression": "expression",
+                "driving_expression": "expression"}
 
 
 class RandomBatches:
@@ -69,16 +76,52 @@ class RandomBatches:
         return f"RandomBatches({self._config})"
 
 
+def _check_dataset_dir(data_config):
+    if not data_config.dataset_dir:
+        raise ValueError("data.dataset_dir is empty: build a dataset with `dex-portrait data build NAME` "
+                         "and pass --config.data.dataset_dir=DIR (or --config.data.source=random)")
+    if not Path(data_config.dataset_dir).is_dir():
+        raise ValueError(f"no dataset at data.dataset_dir={data_config.dataset_dir}: build it with "
+                         "`dex-portrait data build NAME` or point --config.data.dataset_dir at one")
+
+
+def label_fields_read(config):
+    """Label batch field (LABEL_FIELDS) -> the setting of a train config that reads it."""
+    if config.stage == "expression":
+        return {"driving_expression": "stage expression"}
+    reads = {}
+    if config.loss.pose_supervision:
+        reads.update(source_pose="loss.pose_supervision", driving_pose="loss.pose_supervision")
+    if config.loss.expression_supervision:
+        reads["driving_expression"] = "loss.expression_supervision"
+    return reads
+
+
+def check_fields(config):
+    """ValueError naming every batch field the train config reads that its tfds dataset does not record, with
+    the setting that reads it; nothing for random batches, which have every field."""
+    data = config.data
+    if data.get("source", "tfds") != "tfds":
+        return
+    _check_dataset_dir(data)
+    features = tfds.builder_from_directory(data.dataset_dir).info.features
+    missing = {field: setting for field, setting in label_fields_read(config).items()
+               if LABEL_FIELDS[field] not in features}
+    if missing:
+        by_setting = {}
+        for field, setting in missing.items():
+            by_setting.setdefault(setting, []).append(field)
+        listed = "; ".join(f"{', '.join(fields)} (read by {setting})" for setting, fields in by_setting.items())
+        raise ValueError(f"the dataset at data.dataset_dir={data.dataset_dir} lacks batch fields the config reads: "
+                         f"{listed}. Use a dataset that records poses and expressions (synth_heads) or turn those "
+                         "settings off")
+
+
 def make_iterator(data_config, kind="pairs"):
     """The batch iterator `data_config.source` names (see module docstring)."""
     source = data_config.get("source", "tfds")
     if source == "tfds":
-        if not data_config.dataset_dir:
-            raise ValueError("data.dataset_dir is empty: build a dataset with `dex-portrait data build NAME` "
-                             "and pass --config.data.dataset_dir=DIR (or --config.data.source=random)")
-        if not Path(data_config.dataset_dir).is_dir():
-            raise ValueError(f"no dataset at data.dataset_dir={data_config.dataset_dir}: build it with "
-                             "`dex-portrait data build NAME` or point --config.data.dataset_dir at one")
+        _check_dataset_dir(data_config)
         return iter(pipeline.make_loader(data_config, kind))
     if source == "random":
         loader = grain.DataLoader(
