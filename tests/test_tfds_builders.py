@@ -1,6 +1,8 @@
 """tfds builders: build and read back without TensorFlow, identity splits, bad input counted, no half-built dataset,
-SynthHeads configs that differ as documented."""
+SynthHeads configs that differ as documented; `dex-portrait data build`: an existing dataset refused unless
+--overwrite, portrait_videos naming the videos folder a dataset was built from, every builder config in --help."""
 
+import json
 import sys
 
 import cv2
@@ -10,9 +12,11 @@ import pytest
 import skimage.data
 import tensorflow_datasets as tfds
 
+from dex_jax import cli
 from dex_jax.data import tfds_synth_heads
 from dex_jax.data.build_cli import build
 from dex_jax.data.synth_face import EXPRESSION_NAMES
+from dex_jax.data.tfds_portrait_videos import PortraitVideos
 from dex_jax.data.tfds_synth_heads import SynthHeads, SynthHeadsConfig
 from dex_jax.data.video_io import find_videos
 
@@ -183,3 +187,87 @@ def test_still_heads_keep_one_pose_per_camera_while_the_expression_moves():
         np.testing.assert_array_equal(exprs, moving[2])
         assert np.abs(np.diff(exprs, axis=1)).max() > 0.1
         assert np.abs(np.diff(moving[0], axis=1)).max() > 1e-3
+
+
+def data_build(capsys, *args):
+    code = cli.main(["data", "build", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err):
+    assert err.count("\n") == 1 and err.startswith("dex-portrait data: error: "), err
+    return err
+
+
+def files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+TINY = ["--set", "image_size=64", "--set", "num_identities=3", "--set", "num_test_identities=1", "--set",
+        "num_views=1", "--set", "num_frames=2", "--config_name", "t"]
+
+
+def test_data_build_refuses_an_existing_dataset_unless_overwrite(tmp_path, capsys):
+    code, out, err = data_build(capsys, "synth_heads", "--data_dir", tmp_path, "--config", "tiny", *TINY)
+    assert code == 0, err
+    path = tmp_path / "synth_heads" / "t" / "1.0.0"
+    assert f"synth_heads built at {path}" in out and len(tfds.builder_from_directory(path).as_data_source("test")) == 2
+    assert "Downloading and preparing" not in out and "prepared to" not in out  # tfds' prints, silenced
+    (path / "stale.txt").write_text("left by an earlier build")
+    before = files(path)
+    code, _, err = data_build(capsys, "synth_heads", "--data_dir", tmp_path, "--config", "tiny", *TINY)
+    assert code == 2 and f"{path} already exists; pass --overwrite to replace it" in one_line_error(err)
+    assert files(path) == before
+    code, _, err = data_build(capsys, "synth_heads", "--data_dir", tmp_path, "--config", "tiny", *TINY, "--overwrite")
+    assert code == 0, err
+    assert not (path / "stale.txt").exists() and len(tfds.builder_from_directory(path).as_data_source("train")) == 4
+    assert [p.name for p in path.parent.iterdir()] == ["1.0.0"]  # no staging or set-aside folder left
+
+
+def _one_face_video(folder):
+    folder.mkdir(parents=True)
+    _write_video(folder / "clip.mp4", [cv2.resize(skimage.data.astronaut(), (320, 320))])
+    return folder.resolve()
+
+
+def test_portrait_videos_names_the_videos_folder_a_dataset_was_built_from(tmp_path, capsys):
+    first, second = _one_face_video(tmp_path / "first"), _one_face_video(tmp_path / "second")
+    args = ["portrait_videos", "--data_dir", tmp_path / "tfds", "--set", "crop_size=64", "--config_name", "small"]
+    code, _, err = data_build(capsys, *args, "--videos", first)
+    assert code == 0, err
+    path = tmp_path / "tfds" / "portrait_videos" / "small" / "1.0.0"
+    assert tfds.builder_from_directory(path).info.metadata["videos"] == str(first)
+    before = files(path)
+
+    code, _, err = data_build(capsys, *args, "--videos", second)
+    line = one_line_error(err)
+    assert code == 2 and f"{path} already exists (built from {first}, not from --videos {second})" in line
+    assert "--overwrite" in line
+    code, _, err = data_build(capsys, *args, "--videos", tmp_path / "nowhere")
+    assert code == 2
+    assert f"--videos {tmp_path / 'nowhere'} is not a folder; the dataset at {path} was built from {first}" in (
+        one_line_error(err))
+    code, _, err = data_build(capsys, *args, "--videos", first)
+    assert code == 2 and f"{path} already exists (built from {first}); pass --overwrite" in one_line_error(err)
+    assert files(path) == before
+
+    metadata = path / "metadata.json"  # as a dataset built before the folder was recorded
+    metadata.write_text(json.dumps({k: v for k, v in json.loads(metadata.read_text()).items() if k != "videos"}))
+    code, _, err = data_build(capsys, *args, "--videos", second)
+    assert code == 2 and "(it does not record the videos folder it was built from)" in one_line_error(err)
+    code, _, err = data_build(capsys, *args, "--videos", second, "--overwrite")
+    assert code == 0, err
+    assert tfds.builder_from_directory(path).info.metadata["videos"] == str(second)
+
+
+def test_data_build_help_lists_every_builder_config(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["data", "build", "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for cls in (SynthHeads, PortraitVideos):
+        assert cls.BUILDER_CONFIGS
+        for config in cls.BUILDER_CONFIGS:
+            assert f"{config.name} {' '.join(config.description.split())}" in text
+    assert "portrait_videos: default" in text and "--overwrite" in text

@@ -50,8 +50,9 @@ def _grad_seconds(conv, x, w, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="dex-portrait bench conv", description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = argparse.ArgumentParser(prog="dex-portrait bench conv", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per form (default: %(default)s)")
     args = parser.parse_args(argv)
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     conv3d_cases, transposed_cases = tiny_cases()

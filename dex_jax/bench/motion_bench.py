@@ -1,4 +1,5 @@
-"""Stage-1 parameter counts (jax.eval_shape) and the generator's jitted forward time per config and batch size."""
+"""`dex-portrait bench motion`: Stage-1 parameter counts (jax.eval_shape) and the generator's jitted forward time
+per config and batch size."""
 
 import argparse
 
@@ -21,10 +22,11 @@ def bench_config(variant, batch, repeats):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait bench motion")
-    parser.add_argument("--variants", default="tiny,paper")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = argparse.ArgumentParser(prog="dex-portrait bench motion", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--variants", default="tiny,paper", help="comma-separated configs/motion_model.py variants")
+    parser.add_argument("--batch", type=int, default=1, help="images per forward")
+    parser.add_argument("--repeats", type=int, default=5, help="timed forwards per variant")
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
     counts = {v: parameter_counts(load_config(f"motion_model:{v}")) for v in variants}

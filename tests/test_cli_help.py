@@ -1,0 +1,58 @@
+"""`dex-portrait --help` and the help of every command: exit status 0 and the names each must list."""
+
+import re
+
+import pytest
+
+from dex_jax import cli
+
+COMMANDS = ("animate", "bench", "convert", "data", "evaluate", "export", "probe", "train")
+BENCHMARKS = ("motion", "conv", "stage1", "unet", "synth", "data")
+WRITERS = (("animate",), ("evaluate",), ("export",), ("probe",), ("convert", "diffusers"), ("data", "build"))
+
+
+def help_of(capsys, *args):
+    """What `dex-portrait ARGS --help` prints, whitespace as printed; asserts it exits 0."""
+    try:
+        code = cli.main([*args, "--help"])
+    except SystemExit as exit_:  # argparse's --help
+        code = exit_.code
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def test_top_level_help_lists_every_command_and_verbose(capsys):
+    text = help_of(capsys)
+    for name in COMMANDS:
+        assert re.search(rf"^  {name} +\S", text, re.M), name
+    assert "--verbose" in text
+
+
+def test_convert_help_lists_each_source_with_what_it_takes(capsys):
+    text = help_of(capsys, "convert")
+    assert re.search(r"^  diffusers +\S.*--unet PATH --vae PATH --out DIR", text, re.M)
+    text = help_of(capsys, "convert", "diffusers")
+    assert text.startswith("usage: dex-portrait convert diffusers")
+    for option in ("--unet", "--vae", "--out", "--overwrite"):
+        assert option in text
+
+
+def test_bench_help_lists_the_six_benchmarks_one_line_each(capsys):
+    lines = help_of(capsys, "bench").splitlines()
+    for name in BENCHMARKS:
+        assert len([line for line in lines if re.fullmatch(rf"  {name} +\S.*", line)]) == 1, name
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_each_benchmark_has_help(capsys, name):
+    text = help_of(capsys, "bench", name)
+    assert text.startswith(f"usage: dex-portrait bench {name}") and "machine:" not in text
+    description = text.split("\n\n")[1]  # the paragraph after the usage lines
+    assert not description.startswith("options:") and len(description) > 30
+
+
+@pytest.mark.parametrize("command", WRITERS, ids=" ".join)
+def test_every_command_that_writes_a_folder_offers_overwrite(capsys, command):
+    text = help_of(capsys, *command)
+    assert text.startswith(f"usage: dex-portrait {' '.join(command)}") and "--overwrite" in text
