@@ -119,7 +119,7 @@ def main(argv):
         embedder = make_embedder(args.csim, landmarker)
         lpips_params, lpips_note = lpips_weights(args.lpips_vgg, train_config)
         animator = load_motion_model(args.checkpoint, landmarker) if args.checkpoint else None
-        size = args.size or (animator.model_config.image_size if animator else None)
+        size = args.size or (animator.image_size if animator else None)
         benchmark = make_benchmark(args.benchmark, args.num_clips, args.num_frames, size, args.seed)
         label, tasks = protocol_tasks(args.protocol, benchmark)
         scorer = Scorer(embedder, landmarker, lpips_params)

@@ -9,6 +9,13 @@ refused unless --overwrite, and OUT appears only once complete). With --pose-dri
 source | pose | expression | result); either may be left out, and --driving (the bundled clip by default)
 drives the other. Clips of different lengths are cut to the shorter one.
 
+Two engines: the Stage-1 motion generator and the diffusion animator (Stage 2). --checkpoint names a training
+workdir or export of either, and its config picks the engine (stage 'animator': diffusion). Without
+--checkpoint, --engine picks the bundled model: stage1 (the default) data/motion_synth, diffusion
+data/animator_synth (the SynthHeads animator). The diffusion engine samples with DDIM and classifier-free
+guidance as the checkpoint's config says (paper: 35 steps, progressive hybrid CFG at w = 2.5) unless --steps,
+--guidance, --cfg or --seed say otherwise; these options are refused with a Stage-1 model.
+
 Driving frames where MediaPipe finds no face borrow the nearest frame's landmarks and are counted. A source
 without a face or with several faces, unreadable files and a checkpoint that does not read are one-line errors.
 """
@@ -21,12 +28,14 @@ import numpy as np
 
 from dex_jax.data.video_io import read_clip, read_image, write_image, write_video
 from dex_jax.face.landmarker import FaceLandmarker
-from dex_jax.infer.pipeline import load_motion_model
+from dex_jax.animator.sampler import CFG_MODES
+from dex_jax.infer.pipeline import ANIMATOR_STAGE, checkpoint_stage, load_pipeline
 from dex_jax.output_dir import add_overwrite_argument, check_output_dir, staged_output_dir
 
 DEMO = Path(__file__).resolve().parents[2] / "data"
 DEFAULTS = {"source": DEMO / "demo" / "source.png", "driving": DEMO / "demo" / "driving.mp4",
-            "checkpoint": DEMO / "motion_synth", "out": Path("out") / "animate"}
+            "checkpoint": DEMO / "motion_synth", "animator": DEMO / "animator_synth", "out": Path("out") / "animate"}
+ENGINES = {"stage1": "checkpoint", "diffusion": "animator"}  # engine -> its bundled model in DEFAULTS
 RESULT, SIDE_BY_SIDE, STILL = "result.mp4", "side_by_side.mp4", "side_by_side.png"
 
 
@@ -39,8 +48,19 @@ def parse_args(argv):
     parser.add_argument("--pose-driving", default=None, type=Path, help="video that drives the head pose only")
     parser.add_argument("--expression-driving", default=None, type=Path,
                         help="video that drives the expression only")
-    parser.add_argument("--checkpoint", default=DEFAULTS["checkpoint"], type=Path,
-                        help="a training workdir or an exported model (default: the bundled SynthHeads model)")
+    parser.add_argument("--checkpoint", default=None, type=Path,
+                        help="a training workdir or an exported model of either engine; its config picks the "
+                             "engine (default: the bundled model of --engine)")
+    parser.add_argument("--engine", default=None, choices=tuple(ENGINES),
+                        help=f"the bundled model to use without --checkpoint: stage1 ({DEFAULTS['checkpoint']}, "
+                             f"the default) or diffusion ({DEFAULTS['animator']})")
+    sampling = parser.add_argument_group("diffusion engine (default: the checkpoint config's sampling)")
+    sampling.add_argument("--steps", default=None, type=int, help="DDIM steps (paper: 35)")
+    sampling.add_argument("--guidance", default=None, type=float, help="guidance scale w (paper: 2.5)")
+    sampling.add_argument("--cfg", default=None, choices=CFG_MODES,
+                          help="progressive: Eq. 5 (c without expression first, then c); plain: c against the "
+                               "unconditional variant; none: c only, no guidance")
+    sampling.add_argument("--seed", default=None, type=int, help="seed of the starting noise (default 0)")
     parser.add_argument("--out", default=DEFAULTS["out"], type=Path, help="output folder (default: %(default)s)")
     add_overwrite_argument(parser)
     parser.add_argument("--max-frames", default=None, type=int, help="animate at most this many frames")
@@ -95,15 +115,33 @@ def driving_clips(args):
     return pose, expression[:n], fps, [pose, expression[:n]]
 
 
+def checkpoint_of(args):
+    """The checkpoint to animate with: --checkpoint, else the bundled model of --engine; ValueError when --engine
+    contradicts --checkpoint's config or the bundled model is missing."""
+    if args.checkpoint is None:
+        path = DEFAULTS[ENGINES[args.engine or "stage1"]]
+        if not path.is_dir():
+            raise ValueError(f"the bundled {args.engine or 'stage1'} model {path} is missing; pass --checkpoint")
+        return path
+    if args.engine is not None:
+        engine = "diffusion" if checkpoint_stage(args.checkpoint) == ANIMATOR_STAGE else "stage1"
+        if engine != args.engine:
+            raise ValueError(f"--engine {args.engine}, but {args.checkpoint} is a {engine} model (its config "
+                             "picks the engine; leave --engine out)")
+    return args.checkpoint
+
+
 def animate(args):
     """Run the model and write the two videos and the still into the folder args.out; returns the animator."""
     check_output_dir(args.out, args.overwrite)
+    checkpoint = checkpoint_of(args)
     source = read_image(args.source)
     pose, expression, fps, shown = driving_clips(args)
     with FaceLandmarker(num_faces=2) as landmarker:
         check_one_face(landmarker, source, f"source image {args.source}")
         check_one_face(landmarker, pose[0], "first driving frame")
-        animator = load_motion_model(args.checkpoint, landmarker)
+        animator = load_pipeline(checkpoint, landmarker, seed=args.seed, steps=args.steps,
+                                 guidance=args.guidance, cfg=args.cfg)
         result = animator(source, pose, expression)
     comparison = side_by_side(source, shown, result)
     with staged_output_dir(args.out, args.overwrite) as staging:

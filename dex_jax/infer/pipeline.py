@@ -1,20 +1,24 @@
-"""The Stage-1 inference pipeline: `animate(source, pose_frames, expression_frames) -> frames`.
+"""The inference pipeline of either engine: `animate(source, pose_frames, expression_frames) -> frames`.
 
-It does the I/O-side work around `infer.wrapper.MotionWrapper` (the jitted model): finds faces, builds the
-model's inputs, batches the driving frames in chunks of DRIVE_CHUNK and resizes the result to the source.
+It does the I/O-side work around a jitted model wrapper, `infer.wrapper.MotionWrapper` (Stage 1) or
+`infer.animator_wrapper.AnimatorWrapper` (the diffusion animator): finds faces, builds the model's inputs at the
+wrapper's `image_size` and `expression_size`, batches the driving frames in chunks of DRIVE_CHUNK and resizes
+the result to the source. `load_pipeline` picks the engine from the checkpoint's config (stage 'animator': the
+diffusion engine).
 
 The model's inputs are built as the training pipeline builds them (`dex_jax.data.pipeline`, `augment`), from
 MediaPipe landmarks of each driving frame (the landmarks `portrait_videos` records):
-  source            the frame resized to model.image_size;
-  pose input        the driving frame resized, the hulls of MediaPipe's eye + iris and lip points, dilated by
-                    data.mask_dilation of the face size, filled with data.mask_fill;
+  source            the frame resized to image_size;
+  pose input        the driving frame resized to image_size, the hulls of MediaPipe's eye + iris and lip points,
+                    dilated by data.mask_dilation of the face size, filled with data.mask_fill;
   expression input  the square around the landmarks' bounding box (times data.expression_box_scale), not
-                    rotated, resized to model.expression.image_size.
+                    rotated, resized to expression_size.
 A driving frame without a face borrows the landmarks of the clip's nearest frame with one; in a clip without
 any face the whole frame is the face box and nothing is covered. Such frames are counted in
 `frames_without_face`. Generated frames are resized back to the source frame's size.
 """
 
+import jax
 import numpy as np
 
 from dex_jax.data.augment import expression_crop, pose_input
@@ -22,7 +26,12 @@ from dex_jax.data.pipeline import rescale_points
 from dex_jax.face.landmarker import FaceLandmarker, check_rgb_uint8, observe_frames
 from dex_jax.face.regions import MEDIAPIPE_REGIONS, masked_groups
 from dex_jax.image import resize, to_float, to_model, to_uint8
+from dex_jax.infer.animator_wrapper import AnimatorWrapper
 from dex_jax.infer.wrapper import MotionWrapper, read_generator
+from dex_jax.parallel import make_mesh
+from dex_jax.train.animator_checkpoint import STAGE as ANIMATOR_STAGE
+from dex_jax.train.animator_checkpoint import read_animator
+from dex_jax.train.checkpoint import checkpoint_paths, read_train_config
 
 DRIVE_CHUNK = 8
 MASKED_GROUPS = masked_groups(MEDIAPIPE_REGIONS)
@@ -57,7 +66,7 @@ class MotionPipeline:
 
     def __init__(self, wrapper, data_config, landmarker):
         self.wrapper = wrapper
-        self.model_config = wrapper.model_config
+        self.image_size, self.expression_size = wrapper.image_size, wrapper.expression_size
         self.description = wrapper.description
         self.data_config = data_config
         self.landmarker = landmarker
@@ -76,7 +85,7 @@ class MotionPipeline:
 
     def pose_inputs(self, frames, faces):
         """(T, S, S, 3) pose inputs in [-1, 1]: resized frames with eyes and mouth covered."""
-        size, data = self.model_config.image_size, self.data_config
+        size, data = self.image_size, self.data_config
         inputs = []
         for frame, (points, box) in zip(frames, faces):
             image = to_model(frame, size)
@@ -90,7 +99,7 @@ class MotionPipeline:
 
     def expression_inputs(self, frames, faces):
         """(T, E, E, 3) expression inputs in [-1, 1]: the face squares, resized."""
-        size, scale = self.model_config.expression.image_size, self.data_config.expression_box_scale
+        size, scale = self.expression_size, self.data_config.expression_box_scale
         crops = [expression_crop(frame, box, size, 0.0, scale) for frame, (_, box) in zip(frames, faces)]
         return to_float(np.stack(crops))
 
@@ -109,13 +118,13 @@ class MotionPipeline:
         else:
             expression_faces = pose_faces
         self.frames_without_face["expression"] += missing
-        volume, latent, source_pose = self.wrapper.encode(to_model(source, self.model_config.image_size)[None])
+        encoded = self.wrapper.encode(to_model(source, self.image_size)[None])
         poses = self.pose_inputs(pose_frames, pose_faces)
         expressions = self.expression_inputs(expression_frames, expression_faces)
         n, outputs = len(poses), []
         for start in range(0, n, DRIVE_CHUNK):
             take = np.minimum(np.arange(start, start + DRIVE_CHUNK), n - 1)
-            images = self.wrapper.drive(volume, latent, source_pose, poses[take], expressions[take])
+            images = self.wrapper.drive(*encoded, poses[take], expressions[take])
             outputs.append(to_uint8(images)[: min(DRIVE_CHUNK, n - start)])
         return resize_frames(np.concatenate(outputs), *source.shape[:2])
 
@@ -127,3 +136,29 @@ def load_motion_model(checkpoint_dir, landmarker=None):
     """
     model, params, data, description = read_generator(checkpoint_dir)
     return MotionPipeline(MotionWrapper(model, params, description), data, landmarker or FaceLandmarker())
+
+
+def checkpoint_stage(checkpoint_dir):
+    """The `stage` its config names of the training workdir or export at `checkpoint_dir` (None: not said)."""
+    return read_train_config(checkpoint_paths(checkpoint_dir)[1]).get("stage")
+
+
+def load_pipeline(checkpoint_dir, landmarker=None, **sampling):
+    """The pipeline of the checkpoint at `checkpoint_dir`, with the engine its config names.
+
+    An animator run or export (config.stage 'animator'): the diffusion engine, sampled with the config's
+    `sampling` where `sampling` (steps, guidance, cfg, eta; seed, default 0) leaves a value None; on several
+    devices that divide DRIVE_CHUNK, each batch of frames is sharded over them (a 'data' mesh).
+    Anything else: the Stage-1 engine (`load_motion_model`), which takes no sampling options (a ValueError if
+    any is not None).
+    """
+    given = {key: value for key, value in sampling.items() if value is not None}
+    if checkpoint_stage(checkpoint_dir) != ANIMATOR_STAGE:
+        if given:
+            raise ValueError(f"{checkpoint_dir} is a Stage-1 model: {', '.join(sorted(given))} apply to an "
+                             "animator checkpoint only")
+        return load_motion_model(checkpoint_dir, landmarker)
+    devices = jax.device_count()
+    mesh = make_mesh({"data": -1}) if devices > 1 and DRIVE_CHUNK % devices == 0 else None
+    wrapper = AnimatorWrapper(read_animator(checkpoint_dir), checkpoint_dir, mesh=mesh, **given)
+    return MotionPipeline(wrapper, wrapper.data_config, landmarker or FaceLandmarker())

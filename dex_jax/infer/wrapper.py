@@ -9,7 +9,9 @@ params. The checkpoint path may name the workdir or its checkpoints/ folder.
 `MotionWrapper` holds the params and does no I/O, cropping or batching (that is `infer.pipeline`):
   encode(source (1, S, S, 3))                     -> (appearance volume, appearance latent, source pose)
   drive(volume, latent, source pose, pose inputs (n, S, S, 3), expression inputs (n, E, E, 3)) -> (n, S, S, 3)
-with every image in [-1, 1]; `drive` broadcasts the one source over the n driving frames.
+with S = `image_size`, E = `expression_size` and every image in [-1, 1]; `drive` broadcasts the one source over
+the n driving frames. (`infer.animator_wrapper.AnimatorWrapper` is the diffusion engine's counterpart: the
+pipeline calls either as drive(*encode(source), pose inputs, expression inputs).)
 """
 
 import functools
@@ -49,12 +51,23 @@ class MotionWrapper:
 
     def __init__(self, model_config, params, description="motion generator"):
         self.model_config = model_config
+        self.image_size = int(model_config.image_size)
+        self.expression_size = int(model_config.expression.image_size)
         self.params = params
         self.description = description
         model = build_motion_generator(model_config)
         encode, drive = jax.jit(functools.partial(_encode, model)), jax.jit(functools.partial(_drive, model))
         self.encode = functools.partial(encode, params)
         self.drive = functools.partial(drive, params)
+
+
+def inference_data_config(config):
+    """The data settings the inference pipeline builds its inputs with: the defaults, with a train config's
+    pose-input mask and expression-box fields where its `data` section has them."""
+    data = data_defaults()
+    keys = ("mask_pose_input", "mask_dilation", "mask_fill", "expression_box_scale")
+    data.update({key: config.data[key] for key in keys if "data" in config and key in config.data})
+    return data
 
 
 def read_generator(checkpoint_dir):
@@ -65,9 +78,7 @@ def read_generator(checkpoint_dir):
         raise ValueError(f"{config_path} has no `model` section: not a motion-trainer run")
     state = read_checkpoint(folder)
     params, use_ema = generator_params(state)
-    data = data_defaults()
-    keys = ("mask_pose_input", "mask_dilation", "mask_fill", "expression_box_scale")
-    data.update({key: config.data[key] for key in keys if "data" in config and key in config.data})
+    data = inference_data_config(config)
     step = int(np.asarray(state["step"])) if "step" in state else None
     description = f"{folder.parent.name} step {step} ({'EMA' if use_ema else 'raw'} generator)"
     if step == 0:

@@ -1,0 +1,119 @@
+"""The thin jitted wrapper of the diffusion engine: an animator checkpoint as two compiled calls.
+
+`dex_jax.train.animator_checkpoint.read_animator` reads an export or training workdir: the train config (with
+`motion_model`, the Stage-1 model config of the frozen encoders), the animator's params and the frozen parts
+{"pose", "expression"[, "vae"]}. `AnimatorWrapper` checks them against that config and holds them; like
+`infer.wrapper.MotionWrapper` it does no I/O, cropping or batching (that is `infer.pipeline`):
+  encode(source (1, S, S, 3))  -> (reference tree, source pose (1, 3, 4)): the latent codec and the reference
+                                  pass, run once per source
+  drive(reference, source pose, pose inputs (n, S, S, 3), expression inputs (n, E, E, 3)) -> (n, S, S, 3):
+                                  the frozen encoders give the driving poses and expression latents, DDIM with
+                                  guidance (`animator.sampler`) denoises, the codec decodes
+with S = the config's data.image_size and E its data.expression_size (the sizes the animator was trained on),
+every image in [-1, 1]; `drive` broadcasts the one source over the n frames.
+
+Sampling follows the config's `sampling` (steps, guidance, cfg, eta) unless overridden. Every frame of every
+`drive` call starts from the same noise, drawn from `seed` (our choice: Stage 2 has no temporal module, and
+frames that share their noise differ only by their condition); with eta 0 a frame's result therefore does not
+depend on how the frames are batched.
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+
+from dex_jax.animator.conditioning import make_condition
+from dex_jax.animator.latent import build_codec
+from dex_jax.animator.model import build_animator, check_warp_shapes, init_inputs, reference_features
+from dex_jax.animator.motion_encoders import FROZEN_ENCODERS, motion_encoders
+from dex_jax.animator.sampler import CFG_MODES, make_animator_sampler
+from dex_jax.diffusion.schedule import SchedulerConfig
+from dex_jax.infer.wrapper import inference_data_config
+from dex_jax.train.animator_checkpoint import check_motion_encoders
+from dex_jax.train.stages.warm_start import check_fits
+
+SAMPLING_KEYS = ("steps", "guidance", "cfg", "eta")
+
+
+def sampling_options(config, **overrides):
+    """The checkpoint config's `sampling` with the overrides that are not None; ValueError for a bad value."""
+    options = {key: config.sampling[key] for key in SAMPLING_KEYS}
+    options.update({key: value for key, value in overrides.items() if value is not None})
+    if options["cfg"] not in CFG_MODES:
+        raise ValueError(f"cfg must be one of {CFG_MODES}, got {options['cfg']!r}")
+    if int(options["steps"]) < 1 or int(options["steps"]) > config.diffusion["num_train_timesteps"]:
+        raise ValueError(f"steps must be in [1, {config.diffusion['num_train_timesteps']}], got {options['steps']}")
+    if float(options["eta"]) < 0:
+        raise ValueError(f"eta must be at least 0, got {options['eta']}")
+    return options
+
+
+def check_checkpoint(checkpoint, origin):
+    """(model, codec, latent side) of an `AnimatorCheckpoint`; ValueError naming `origin` when its animator params,
+    frozen encoders or VAE do not fit its config, or its latent codec does not fit its UNets."""
+    config = checkpoint.config
+    try:
+        model, codec = build_animator(config.model), build_codec(config.latent)
+        side = codec.latent_size(int(config.data.image_size))
+        check_warp_shapes(model.denoising_unet, side, side)
+    except ValueError as err:
+        raise ValueError(f"checkpoint {origin}: {err}") from None
+    if codec.channels != model.reference_unet.in_channels:
+        raise ValueError(f"checkpoint {origin}: its latent codec gives {codec.channels} channels, its UNets take "
+                         f"{model.reference_unet.in_channels}")
+    shapes = jax.eval_shape(lambda key: model.init(key, *init_inputs(model, side, side)), jax.random.key(0))
+    check_fits("animator", checkpoint.params, nn.unbox(shapes)["params"], origin, "checkpoint")
+    check_motion_encoders(config, config.motion_model, checkpoint.frozen, origin, "checkpoint")
+    if codec.vae is not None:
+        if "vae" not in checkpoint.frozen:
+            raise ValueError(f"checkpoint {origin}: latent.kind 'vae' but the checkpoint holds no VAE")
+        pixels = side * codec.factor
+        vae_shapes = jax.eval_shape(lambda key: codec.vae.init(key, jnp.zeros((1, pixels, pixels, 3))),
+                                    jax.random.key(0))
+        check_fits("VAE", checkpoint.frozen["vae"], nn.unbox(vae_shapes)["params"], origin, "checkpoint")
+    return model, codec, side
+
+
+class AnimatorWrapper:
+    """An animator checkpoint as jitted `encode` and `drive` (module docstring)."""
+
+    def __init__(self, checkpoint, origin, steps=None, guidance=None, cfg=None, eta=None, seed=0, mesh=None):
+        config = checkpoint.config
+        model, codec, side = check_checkpoint(checkpoint, origin)
+        self.sampling = sampling_options(config, steps=steps, guidance=guidance, cfg=cfg, eta=eta)
+        self.image_size = int(config.data.image_size)
+        self.expression_size = int(config.data.expression_size)
+        self.data_config = inference_data_config(config)
+        steps, cfg, eta = int(self.sampling["steps"]), self.sampling["cfg"], float(self.sampling["eta"])
+        guidance_text = "no guidance" if cfg == "none" else f"{cfg} CFG at w = {float(self.sampling['guidance']):g}"
+        self.description = (f"{checkpoint.description}; DDIM {steps} steps, {guidance_text}"
+                            f"{f', eta {eta:g}' if eta else ''}, seed {seed}")
+        encoders = motion_encoders(config.motion_model)
+        sample = make_animator_sampler(model, SchedulerConfig.from_dict(config.diffusion), steps, cfg, eta, mesh)
+        noise_shape = (1, side, side, codec.channels)
+
+        def motion(frozen):
+            return {name: frozen[name] for name in FROZEN_ENCODERS}
+
+        def encode(params, frozen, source):
+            latent = codec.encode(frozen.get("vae"), source)
+            return reference_features(model, params, latent), encoders.poses(motion(frozen), source)
+
+        def drive(params, frozen, guidance, key, reference, source_pose, pose_inputs, expression_inputs):
+            n = pose_inputs.shape[0]
+            condition = make_condition(jnp.broadcast_to(source_pose, (n, 3, 4)),
+                                       encoders.poses(motion(frozen), pose_inputs),
+                                       encoders.expressions(motion(frozen), expression_inputs))
+            noise = jax.random.normal(jax.random.fold_in(key, 0), noise_shape, jnp.float32)
+            latents = sample(params, reference, jnp.broadcast_to(noise, (n,) + noise_shape[1:]), condition, guidance,
+                             jax.random.fold_in(key, 1))
+            return codec.decode(frozen.get("vae"), latents)
+
+        replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+        params, frozen = jax.device_put((checkpoint.params, checkpoint.frozen), replicated)
+        self.encode = functools.partial(jax.jit(encode), params, frozen)
+        self.drive = functools.partial(jax.jit(drive), params, frozen, jnp.float32(self.sampling["guidance"]),
+                                       jax.random.key(seed))
