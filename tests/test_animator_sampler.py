@@ -15,6 +15,7 @@ from dex_jax.animator import sampler as sampler_module
 from dex_jax.animator.conditioning import NO_EXPRESSION, NOTHING, condition_variants, make_condition
 from dex_jax.animator.model import build_animator, init_inputs, reference_features
 from dex_jax.animator.sampler import make_animator_sampler
+from dex_jax.bench.timing import xla_flops
 from dex_jax.diffusion.ddim import ddim_step, ddim_timesteps
 from dex_jax.diffusion.sampler import step_noise
 from dex_jax.diffusion.schedule import SD15
@@ -157,3 +158,15 @@ def test_frames_and_their_stacked_variants_shard_on_the_data_axis(setup):
     rows = latents.shape[0]
     assert any(f"tensor<{rows}x{SIDE}x{SIDE}x4xf32>" in line for line in constrained)  # the frames' latents
     assert any(f"tensor<{3 * rows}x{SIDE}x{SIDE}x4xf32>" in line for line in constrained)  # 3 variants per frame
+
+
+def test_xla_cost_analysis_counts_the_step_loop_once(setup):
+    """`bench animator` adds steps - 1 one-step counts to the one-step drive because XLA's cost analysis of a lowered
+    sampler counts the loop body once, whatever the number of steps; this checks that premise."""
+    model, params, _, reference, condition, latents = setup
+
+    def flops(steps):
+        lowered = make_animator_sampler(model, SD15, steps).lower(params, reference, latents, condition, W, None)
+        return xla_flops(lowered)
+
+    assert flops(1) > 0 and flops(4) == flops(1)

@@ -11,6 +11,7 @@ BENCHMARKS = {
     "unet": ("dex_jax.bench.unet_bench", "our UNet forward against diffusers', same config and device"),
     "synth": ("dex_jax.bench.synth_bench", "SynthHeads rendering frames/s per image size"),
     "data": ("dex_jax.bench.data_bench", "grain pipeline examples/s with 0 and 2 workers"),
+    "animator": ("dex_jax.bench.animator_bench", "diffusion engine frames/s and time per DDIM step; paper-size FLOPs"),
 }
 
 USAGE = "usage: dex-portrait bench NAME [ARGS]   (NAME --help: its options)\n\nbenchmarks:\n" + "\n".join(

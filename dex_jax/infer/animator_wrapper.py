@@ -51,30 +51,76 @@ def sampling_options(config, **overrides):
     return options
 
 
+def engine_parts(config):
+    """(animator model, latent codec, latent side, frozen encoders) of a checkpoint config (with `motion_model`);
+    ValueError when the config cannot build them or its codec does not fit its UNets."""
+    model, codec = build_animator(config.model), build_codec(config.latent)
+    side = codec.latent_size(int(config.data.image_size))
+    check_warp_shapes(model.denoising_unet, side, side)
+    if codec.channels != model.reference_unet.in_channels:
+        raise ValueError(f"its latent codec gives {codec.channels} channels, its UNets take "
+                         f"{model.reference_unet.in_channels}")
+    return model, codec, side, motion_encoders(config.motion_model)
+
+
+def checkpoint_shapes(config):
+    """(animator params, frozen parts) of a checkpoint config as ShapeDtypeStruct trees (nothing is allocated)."""
+    model, codec, side, encoders = engine_parts(config)
+    params = jax.eval_shape(lambda key: model.init(key, *init_inputs(model, side, side)), jax.random.key(0))
+    frozen = encoders.param_shapes()
+    if codec.vae is not None:
+        pixels = side * codec.factor
+        vae = jax.eval_shape(lambda key: codec.vae.init(key, jnp.zeros((1, pixels, pixels, 3))), jax.random.key(0))
+        frozen["vae"] = nn.unbox(vae)["params"]
+    return nn.unbox(params)["params"], frozen
+
+
 def check_checkpoint(checkpoint, origin):
-    """(model, codec, latent side) of an `AnimatorCheckpoint`; ValueError naming `origin` when its animator params,
-    frozen encoders or VAE do not fit its config, or its latent codec does not fit its UNets."""
+    """ValueError naming `origin` when an `AnimatorCheckpoint`'s config does not build, its latent codec does not
+    fit its UNets, or its animator params, frozen encoders or VAE do not fit its config."""
     config = checkpoint.config
     try:
-        model, codec = build_animator(config.model), build_codec(config.latent)
-        side = codec.latent_size(int(config.data.image_size))
-        check_warp_shapes(model.denoising_unet, side, side)
+        params, frozen = checkpoint_shapes(config)
     except ValueError as err:
         raise ValueError(f"checkpoint {origin}: {err}") from None
-    if codec.channels != model.reference_unet.in_channels:
-        raise ValueError(f"checkpoint {origin}: its latent codec gives {codec.channels} channels, its UNets take "
-                         f"{model.reference_unet.in_channels}")
-    shapes = jax.eval_shape(lambda key: model.init(key, *init_inputs(model, side, side)), jax.random.key(0))
-    check_fits("animator", checkpoint.params, nn.unbox(shapes)["params"], origin, "checkpoint")
+    check_fits("animator", checkpoint.params, params, origin, "checkpoint")
     check_motion_encoders(config, config.motion_model, checkpoint.frozen, origin, "checkpoint")
-    if codec.vae is not None:
+    if "vae" in frozen:
         if "vae" not in checkpoint.frozen:
             raise ValueError(f"checkpoint {origin}: latent.kind 'vae' but the checkpoint holds no VAE")
-        pixels = side * codec.factor
-        vae_shapes = jax.eval_shape(lambda key: codec.vae.init(key, jnp.zeros((1, pixels, pixels, 3))),
-                                    jax.random.key(0))
-        check_fits("VAE", checkpoint.frozen["vae"], nn.unbox(vae_shapes)["params"], origin, "checkpoint")
-    return model, codec, side
+        check_fits("VAE", checkpoint.frozen["vae"], frozen["vae"], origin, "checkpoint")
+
+
+def engine_functions(config, steps, cfg, eta, mesh=None):
+    """The diffusion engine's two pure functions (not jitted) for a checkpoint config, sampling `steps` DDIM steps
+    with `cfg` guidance and `eta`:
+      encode(params, frozen, source (1, S, S, 3)) -> (reference tree, source pose (1, 3, 4))
+      drive(params, frozen, guidance, key, reference, source pose, pose inputs, expression inputs) -> images
+    `drive` starts every frame from the one noise draw of fold_in(key, 0) and feeds fold_in(key, 1) to the eta
+    noise; with a `mesh`, the frames shard over its 'data' axis.
+    """
+    model, codec, side, encoders = engine_parts(config)
+    sample = make_animator_sampler(model, SchedulerConfig.from_dict(config.diffusion), steps, cfg, eta, mesh)
+    noise_shape = (1, side, side, codec.channels)
+
+    def motion(frozen):
+        return {name: frozen[name] for name in FROZEN_ENCODERS}
+
+    def encode(params, frozen, source):
+        latent = codec.encode(frozen.get("vae"), source)
+        return reference_features(model, params, latent), encoders.poses(motion(frozen), source)
+
+    def drive(params, frozen, guidance, key, reference, source_pose, pose_inputs, expression_inputs):
+        n = pose_inputs.shape[0]
+        condition = make_condition(jnp.broadcast_to(source_pose, (n, 3, 4)),
+                                   encoders.poses(motion(frozen), pose_inputs),
+                                   encoders.expressions(motion(frozen), expression_inputs))
+        noise = jax.random.normal(jax.random.fold_in(key, 0), noise_shape, jnp.float32)
+        latents = sample(params, reference, jnp.broadcast_to(noise, (n,) + noise_shape[1:]), condition, guidance,
+                         jax.random.fold_in(key, 1))
+        return codec.decode(frozen.get("vae"), latents)
+
+    return encode, drive
 
 
 class AnimatorWrapper:
@@ -82,7 +128,7 @@ class AnimatorWrapper:
 
     def __init__(self, checkpoint, origin, steps=None, guidance=None, cfg=None, eta=None, seed=0, mesh=None):
         config = checkpoint.config
-        model, codec, side = check_checkpoint(checkpoint, origin)
+        check_checkpoint(checkpoint, origin)
         self.sampling = sampling_options(config, steps=steps, guidance=guidance, cfg=cfg, eta=eta)
         self.image_size = int(config.data.image_size)
         self.expression_size = int(config.data.expression_size)
@@ -91,27 +137,7 @@ class AnimatorWrapper:
         guidance_text = "no guidance" if cfg == "none" else f"{cfg} CFG at w = {float(self.sampling['guidance']):g}"
         self.description = (f"{checkpoint.description}; DDIM {steps} steps, {guidance_text}"
                             f"{f', eta {eta:g}' if eta else ''}, seed {seed}")
-        encoders = motion_encoders(config.motion_model)
-        sample = make_animator_sampler(model, SchedulerConfig.from_dict(config.diffusion), steps, cfg, eta, mesh)
-        noise_shape = (1, side, side, codec.channels)
-
-        def motion(frozen):
-            return {name: frozen[name] for name in FROZEN_ENCODERS}
-
-        def encode(params, frozen, source):
-            latent = codec.encode(frozen.get("vae"), source)
-            return reference_features(model, params, latent), encoders.poses(motion(frozen), source)
-
-        def drive(params, frozen, guidance, key, reference, source_pose, pose_inputs, expression_inputs):
-            n = pose_inputs.shape[0]
-            condition = make_condition(jnp.broadcast_to(source_pose, (n, 3, 4)),
-                                       encoders.poses(motion(frozen), pose_inputs),
-                                       encoders.expressions(motion(frozen), expression_inputs))
-            noise = jax.random.normal(jax.random.fold_in(key, 0), noise_shape, jnp.float32)
-            latents = sample(params, reference, jnp.broadcast_to(noise, (n,) + noise_shape[1:]), condition, guidance,
-                             jax.random.fold_in(key, 1))
-            return codec.decode(frozen.get("vae"), latents)
-
+        encode, drive = engine_functions(config, steps, cfg, eta, mesh)
         replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
         params, frozen = jax.device_put((checkpoint.params, checkpoint.frozen), replicated)
         self.encode = functools.partial(jax.jit(encode), params, frozen)
