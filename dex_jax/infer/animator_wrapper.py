@@ -10,7 +10,8 @@
                                   the frozen encoders give the driving poses and expression latents, DDIM with
                                   guidance (`animator.sampler`) denoises, the codec decodes
 with S = the config's data.image_size and E its data.expression_size (the sizes the animator was trained on),
-every image in [-1, 1]; `drive` broadcasts the one source over the n frames.
+every image in [-1, 1]; `drive` broadcasts the one source over the n frames. `engine_functions` gives the two
+functions unjitted, with the params as arguments (`bench animator` lowers them on abstract params).
 
 Sampling follows the config's `sampling` (steps, guidance, cfg, eta) unless overridden. Every frame of every
 `drive` call starts from the same noise, drawn from `seed` (our choice: Stage 2 has no temporal module, and
