@@ -23,12 +23,15 @@ def get_config():
 
     config.data.source = "random"
     config.data.batch_size = 8
-    config.data.num_driving = 2
+    config.data.num_driving = 1
     config.data.image_size = 16
     config.data.expression_size = 32
     config.data.worker_count = 0
 
-    config.optimizer.update(lr=1e-3, warmup_steps=0)
+    # lr 1e-4: Adam divides each gradient by its own scale, so a near-zero gradient's float32 summation-order noise
+    # (which differs between meshes) moves a param by up to about lr; at 1e-4 the same 3 steps on different meshes
+    # stay within 1e-5 (at 1e-3 they differ by up to 3e-5)
+    config.optimizer.update(lr=1e-4, warmup_steps=0)
     config.loss.update(drop_expression=0.25, drop_all=0.25)
     config.ema.decay = 0.9
     config.mesh = dict(data=-1, fsdp=1, tensor=1)

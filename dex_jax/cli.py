@@ -1,9 +1,9 @@
 """`dex-portrait [--verbose] COMMAND ...`: the one command-line entry point; each command lives in its own module.
 
-Third-party logs (MediaPipe, TFLite, XLA, absl, orbax, tfds, grain) are silenced unless --verbose comes before
-the command (`dex_jax.quiet_logs`); the command module is imported only after that is set up, as C++ libraries
-read their log settings when they load. A command's ValueError, ConfigError or OSError is printed as one line,
-`dex-portrait COMMAND: error: ...`, with exit status 2.
+Third-party logs (MediaPipe, TFLite, XLA, absl, orbax, tfds, grain) are silenced unless --verbose is given,
+before the command or among its arguments (`dex_jax.quiet_logs`); the command module is imported only after that
+is set up, as C++ libraries read their log settings when they load. A command's ValueError, ConfigError or OSError (usage errors included,
+`dex_jax.arguments`) is printed as one line, `dex-portrait COMMAND: error: ...`, with exit status 2.
 """
 
 import importlib
@@ -25,7 +25,8 @@ COMMANDS = {
 }
 
 USAGE = ("usage: dex-portrait [--verbose] COMMAND [ARGS]   (COMMAND --help: its options)\n\n"
-         "  --verbose  show third-party logs (MediaPipe, TFLite, XLA, absl, orbax, tfds), silenced by default\n\n"
+         "  --verbose  show third-party logs (MediaPipe, TFLite, XLA, absl, orbax, tfds), silenced by default;\n"
+         "             it may also come after the command\n\n"
          "commands:\n" + "\n".join(f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()))
 
 
@@ -43,8 +44,8 @@ def run_command(name, argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    verbose = bool(argv) and argv[0] == "--verbose"
-    argv = argv[1:] if verbose else argv
+    verbose = "--verbose" in argv
+    argv = [arg for arg in argv if arg != "--verbose"]
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2

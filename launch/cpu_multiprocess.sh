@@ -3,7 +3,7 @@
 # coordinator, gloo collectives, one process group. Use it to try multi-host code paths without a cluster.
 #
 #   launch/cpu_multiprocess.sh N COMMAND [ARGS...]
-#   launch/cpu_multiprocess.sh 2 dex-portrait train --config configs/motion_test.py --workdir /tmp/mp
+#   launch/cpu_multiprocess.sh 2 dex-portrait train --config motion_test --workdir /tmp/mp
 #
 # Each process gets JAX_PLATFORMS=cpu, JAX_NUM_PROCESSES=N, JAX_PROCESS_ID=i and
 # JAX_COORDINATOR_ADDRESS=localhost:PORT (PORT: $DEX_COORDINATOR_PORT or a free one), which

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train on this machine with every local device (all GPUs, or the CPU): one process, no coordinator.
 #
-#   launch/local.sh --config configs/motion_synth.py:1 --workdir runs/synth [--config.a.b=value ...]
+#   launch/local.sh --config motion_synth:1 --workdir runs/synth [--config.a.b=value ...]
 #
 # Arguments go to `dex-portrait train` unchanged. Run it again with the same --workdir to resume; Ctrl-C or
 # SIGTERM writes a checkpoint first. DEX_PORTRAIT overrides the command (default: the one on PATH, else .venv's).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train on every worker of a Cloud TPU pod slice at once (the same command on all hosts; JAX detects the pod).
 #
-#   TPU_NAME=my-v4-32 ZONE=us-central2-b launch/tpu_pod.sh --config configs/motion_paper.py \
+#   TPU_NAME=my-v4-32 ZONE=us-central2-b launch/tpu_pod.sh --config motion_paper \
 #       --workdir gs://bucket/runs/paper --config.data.dataset_dir=/mnt/disks/data/pfhq/1.0.0
 #
 # Needs gcloud, a TPU VM slice whose workers each hold a checkout of dex_jax at $DEX_DIR (default ~/dex_jax)

@@ -179,3 +179,16 @@ def test_bad_sampling_options_are_one_line_errors(export, tmp_path, capsys):
     code, _, err = dex(capsys, "animate", "--checkpoint", export, "--steps", 0, "--out", tmp_path / "out")
     assert code == 2 and "steps must be in [1, 1000], got 0" in one_line_error(err)
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_scores_an_animator_checkpoint_with_its_sampling_options(export, tmp_path, capsys):
+    out = tmp_path / "report"
+    code, stdout, err = dex(capsys, "evaluate", "--checkpoint", export, "--protocol", "self", "--num-clips", 1,
+                            "--num-frames", 2, "--steps", 2, "--cfg", "none", "--noise-seed", 3, "--out", out)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert "DDIM 2 steps, no guidance, seed 3" in report["method"], report["method"]
+    assert report["protocol"] == "self-reenactment" and np.isfinite(report["metrics"]["psnr"]["mean"]), report
+    code, _, err = dex(capsys, "evaluate", "--checkpoint", write_untrained_run(tmp_path / "stage1", step=1),
+                       "--steps", 2, "--num-clips", 1, "--num-frames", 2, "--out", tmp_path / "stage1_report")
+    assert code == 2 and "steps apply to an animator checkpoint only" in err and not (tmp_path / "stage1_report").exists()

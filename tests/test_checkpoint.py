@@ -1,4 +1,5 @@
-"""Checkpoints: 10 steps straight == 5 steps, SIGTERM, resume to 10; keep-last-N; a corrupt newest checkpoint
+"""Checkpoints: 10 steps straight == some steps, SIGTERM or SIGINT, resume to 10; Ctrl-C while compiling; a
+resumed run with grain workers ends without noise; keep-last-N; a corrupt newest checkpoint
 falls back to the previous one with a warning; missing or unreadable checkpoints are one-line errors."""
 
 import logging
@@ -36,26 +37,69 @@ def assert_same(a, b):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def test_sigterm_saves_and_resume_matches_a_straight_run(tmp_path):
-    straight, _ = run_toy(tmp_path / "straight", 10)
-    assert sorted(p.name for p in (tmp_path / "straight" / "checkpoints").iterdir()) == ["10", "6", "8"]
-
+def run_script(workdir, steps, *options, signal_after=None, signum=signal.SIGINT):
+    """Run tests/toy_stage.py to `steps` under workdir; send `signum` once a line starts with `signal_after`.
+    Returns (exit status, output lines)."""
     env = {**os.environ, "DEX_JAX_CACHE": jax.config.jax_compilation_cache_dir}
-    command = [sys.executable, "tests/toy_stage.py", str(tmp_path / "resumed"), "10"]
-    child = subprocess.Popen(command + ["--delay", "0.3"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, "tests/toy_stage.py", str(workdir), str(steps), *options]
+    child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
     lines = []
     for line in child.stdout:
         lines.append(line)
-        if line.startswith("step 5/10"):
-            child.send_signal(signal.SIGTERM)
-    assert child.wait(timeout=120) == 0, "".join(lines)[-3000:]
-    saved = [int(m.group(1)) for m in map(re.compile(r"SIGTERM: saved a checkpoint at step (\d+)").search, lines) if m]
-    assert len(saved) == 1 and 5 <= saved[0] < 10, "".join(lines)[-3000:]
+        if signal_after and line.startswith(signal_after):
+            child.send_signal(signum)
+            signal_after = None
+    return child.wait(timeout=300), lines
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_saves_and_resume_matches_a_straight_run(tmp_path, signum):
+    straight, _ = run_toy(tmp_path / "straight", 10)
+    assert sorted(p.name for p in (tmp_path / "straight" / "checkpoints").iterdir()) == ["10", "6", "8"]
+
+    status, lines = run_script(tmp_path / "resumed", 10, "--delay", "0.3", signal_after="step 5/10", signum=signum)
+    output = "".join(lines)
+    assert status == 0 and "Traceback" not in output, output[-3000:]
+    name = signal.Signals(signum).name
+    saved = [int(m.group(1)) for m in map(re.compile(name + r": saved a checkpoint at step (\d+)").search, lines) if m]
+    assert len(saved) == 1 and 5 <= saved[0] < 10, output[-3000:]
+    assert str(saved[0]) in [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()]
 
     resumed, step = run_toy(tmp_path / "resumed", 10)
     assert step == 10
     assert_same(resumed, straight)
+
+
+def test_sigint_before_the_first_step_saves_it(tmp_path):
+    # The signal lands while the state is made and the step compiles (the script logs both); the run takes one
+    # step, saves it and exits cleanly.
+    status, lines = run_script(tmp_path / "run", 10, "--log", signal_after="INFO initialised the state")
+    output = "".join(lines)
+    assert status == 0 and "Traceback" not in output, output[-3000:]
+    assert "SIGINT: saved a checkpoint at step 1 in" in output, output[-3000:]
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["1"]
+
+
+@pytest.fixture(scope="module")
+def synth_dataset(tmp_path_factory):
+    from dex_jax.data.tfds_synth_heads import SynthHeads, SynthHeadsConfig
+    config = SynthHeadsConfig(name="checkpoint_test", image_size=32, num_identities=4, num_test_identities=1,
+                              num_sequences=1, num_views=1, num_frames=4)
+    builder = SynthHeads(config=config, data_dir=str(tmp_path_factory.mktemp("tfds")), file_format="array_record")
+    builder.download_and_prepare()
+    return builder.data_dir
+
+
+def test_a_resumed_run_with_grain_workers_ends_cleanly(tmp_path, synth_dataset):
+    options = ("--dataset", str(synth_dataset), "--workers", "2")
+    for steps in (2, 4):
+        status, lines = run_script(tmp_path / "run", steps, *options)
+        output = "".join(lines)
+        assert status == 0, output[-3000:]
+        for noise in ("Traceback", "handle is closed", "leaked shared_memory"):
+            assert noise not in output, output[-3000:]
+    assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()) == [2, 4]
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):

@@ -1,4 +1,5 @@
-"""`dex-portrait --help` and the help of every command: exit status 0 and the names each must list."""
+"""`dex-portrait --help` and the help of every command: exit status 0 and the names each must list; a usage error
+is one line pointing to the help; --verbose is taken before or after the command."""
 
 import re
 
@@ -56,3 +57,22 @@ def test_each_benchmark_has_help(capsys, name):
 def test_every_command_that_writes_a_folder_offers_overwrite(capsys, command):
     text = help_of(capsys, *command)
     assert text.startswith(f"usage: dex-portrait {' '.join(command)}") and "--overwrite" in text
+
+
+BAD_USAGE = (("animate", "--steps", "x"), ("bench", "motion", "--bogus"), ("convert", "diffusers"),
+             ("data", "build", "nope"), ("evaluate", "--protocol", "nope"), ("export",), ("probe", "--nope"),
+             ("train", "--bogus"))
+
+
+@pytest.mark.parametrize("argv", BAD_USAGE, ids=" ".join)
+def test_a_usage_error_is_one_line_that_points_to_help(capsys, argv):
+    assert cli.main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "usage:" not in err, err
+    assert re.fullmatch(rf"dex-portrait {argv[0]}: error: .+ \(see dex-portrait {argv[0]}\b.* --help\)\n", err), err
+
+
+def test_verbose_may_follow_the_command(capsys):
+    assert cli.main(["export", "--verbose"]) == cli.main(["--verbose", "export"]) == 2
+    err = capsys.readouterr().err
+    assert "--verbose" not in err and err.count("required: --workdir, --out") == 2, err

@@ -5,10 +5,12 @@ noise on the input and an EMA, so sharding, checkpoints, resume and the RNG all 
 `nan_steps` (0-based) get a NaN loss.
 
 As a script: python tests/toy_stage.py WORKDIR STEPS [--mesh d,f,t] [--delay S] [--nan-steps a,b] [--out F.npz]
-trains under WORKDIR (resuming if it holds a run) and writes the final params (gathered) to --out.
+[--dataset DIR --workers N] [--log] trains under WORKDIR (resuming if it holds a run) and writes the final params
+(gathered) to --out; with --dataset, on that tfds dataset's pairs through N grain worker processes.
 """
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -118,7 +120,15 @@ def main(argv):
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--nan-steps", default="")
     parser.add_argument("--out", default="")
+    parser.add_argument("--dataset", default="")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--log", action="store_true", help="print the loop's INFO log lines")
     args = parser.parse_args(argv)
+    if args.log:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logging.getLogger("dex_jax").addHandler(handler)
+        logging.getLogger("dex_jax").setLevel(logging.INFO)
 
     from dex_jax.train.distributed import initialize_from_environment
     from dex_jax.train.input import make_iterator
@@ -127,9 +137,11 @@ def main(argv):
     data, fsdp, tensor = (int(v) for v in args.mesh.split(","))
     config = toy_config(total_steps=args.steps)
     config.mesh.update(data=data, fsdp=fsdp, tensor=tensor)
+    if args.dataset:
+        config.data.update(source="tfds", dataset_dir=args.dataset, worker_count=args.workers)
     nan_steps = tuple(int(s) for s in args.nan_steps.split(",") if s)
-    iterator = SlowIterator(make_iterator(config.data), args.delay)
-    state, step = train(config, args.workdir, make_toy_stage(config, nan_steps), iterator)
+    with make_iterator(config.data) as batches:
+        state, step = train(config, args.workdir, make_toy_stage(config, nan_steps), SlowIterator(batches, args.delay))
     params = flat_params(state)
     if args.out and jax.process_index() == 0:
         np.savez(args.out, step=step, **params)

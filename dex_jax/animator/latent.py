@@ -16,8 +16,6 @@ or None for space_to_depth) explicitly, so a jitted caller passes them as argume
 
 import dataclasses
 
-import jax.numpy as jnp
-
 from dex_jax.diffusion.vae import AutoencoderKL, vae_from_config
 
 KINDS = ("vae", "space_to_depth")

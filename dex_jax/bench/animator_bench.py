@@ -20,6 +20,7 @@ import numpy as np
 
 from dex_jax.animator.conditioning import make_condition
 from dex_jax.animator.sampler import CFG_MODES, VARIANTS_PER_FRAME, make_animator_sampler
+from dex_jax.arguments import ArgumentParser
 from dex_jax.bench.timing import time_jitted, xla_flops
 from dex_jax.config_loading import load_config
 from dex_jax.diffusion.schedule import SchedulerConfig
@@ -30,8 +31,8 @@ MOTION_CONFIG = "motion_paper"
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait bench animator", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="dex-portrait bench animator", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="animator_synth", help="the animator train config to time "
                         "(default: %(default)s)")
     parser.add_argument("--flops-config", default="animator_paper",

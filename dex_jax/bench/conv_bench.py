@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from dex_jax.arguments import ArgumentParser
 from dex_jax.bench.timing import time_jitted
 from dex_jax.config_loading import load_config
 from dex_jax.nn.cpu_conv import depth_sliced_conv3d, input_dilated_conv_transpose_stride2, transpose_stride2_phases
@@ -50,8 +51,8 @@ def _grad_seconds(conv, x, w, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="dex-portrait bench conv", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="dex-portrait bench conv", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per form (default: %(default)s)")
     args = parser.parse_args(argv)
     keys = jax.random.split(jax.random.PRNGKey(0), 2)

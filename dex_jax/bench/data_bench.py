@@ -9,6 +9,7 @@ import dataclasses
 import tempfile
 import time
 
+from dex_jax.arguments import ArgumentParser
 from dex_jax.data.pipeline import default_config, make_loader
 from dex_jax.quiet_logs import stdout_to_log
 
@@ -38,8 +39,8 @@ def examples_per_second(config, kind, batches):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait bench data", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog="dex-portrait bench data", description=__doc__,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset_dir", default=None,
                         help="a built dataset version folder; without it a small one is rendered")
     parser.add_argument("--data_size", type=int, default=512, help="image size of the rendered bench dataset")

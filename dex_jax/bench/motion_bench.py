@@ -5,6 +5,7 @@ import argparse
 
 import jax
 
+from dex_jax.arguments import ArgumentParser
 from dex_jax.bench.timing import time_jitted
 from dex_jax.config_loading import load_config
 from dex_jax.motion.generator import build_motion_generator
@@ -22,8 +23,8 @@ def bench_config(variant, batch, repeats):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait bench motion", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog="dex-portrait bench motion", description=__doc__,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--variants", default="tiny,paper", help="comma-separated configs/motion_model.py variants")
     parser.add_argument("--batch", type=int, default=1, help="images per forward")
     parser.add_argument("--repeats", type=int, default=5, help="timed forwards per variant")

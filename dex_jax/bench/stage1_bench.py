@@ -6,13 +6,13 @@ lazy R1 (the first, untimed step runs it), as 15 of 16 steps do. No data pipelin
 --flops-only prints the FLOP count of the lowered step and stops, so paper-size steps can be counted on a CPU.
 """
 
-import argparse
 import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dex_jax.arguments import ArgumentParser
 from dex_jax.bench.timing import peak_flops, time_jitted, xla_flops
 from dex_jax.config_loading import load_config
 from dex_jax.train.input import make_iterator
@@ -20,7 +20,7 @@ from dex_jax.train.stages import stage1
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait bench stage1", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="dex-portrait bench stage1", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="motion_paper", help="a Stage-1 train config")
     parser.add_argument("--batch", type=int, default=8, help="examples per step (each has num_driving pairs)")
     parser.add_argument("--num-driving", type=int, help="driving frames per example (default: the config's)")

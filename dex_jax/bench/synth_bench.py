@@ -5,6 +5,7 @@ import os
 
 import jax
 
+from dex_jax.arguments import ArgumentParser
 from dex_jax.bench.timing import time_jitted
 from dex_jax.data import synth_heads
 
@@ -20,8 +21,8 @@ def frames_per_second(size, batch, repeats):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait bench synth", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog="dex-portrait bench synth", description=__doc__,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sizes", default="256,512", help="comma-separated image sizes")
     parser.add_argument("--batch", type=int, default=32, help="frames per render call")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per size")

@@ -1,6 +1,5 @@
 """`dex-portrait bench unet`: our jitted UNet forward against diffusers' PyTorch forward, same config and device."""
 
-import argparse
 import gc
 import time
 
@@ -9,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import unflatten_dict
 
+from dex_jax.arguments import ArgumentParser
 from dex_jax.bench.timing import peak_flops, xla_flops
 from dex_jax.config_loading import load_config
 from dex_jax.convert.diffusers_unet import convert_unet, diffusers_config, model_shapes
@@ -21,7 +21,7 @@ TEXT_TOKENS = 77
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait bench unet", description=__doc__)
+    parser = ArgumentParser(prog="dex-portrait bench unet", description=__doc__)
     parser.add_argument("--config", help="a configs/unet_model.py variant (default: the platform's cases)")
     parser.add_argument("--latent", type=int, help="latent side, with --config")
     parser.add_argument("--batch", type=int, nargs="+", help="batch sizes, with --config")

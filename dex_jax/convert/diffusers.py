@@ -5,7 +5,6 @@ orbax PyTree checkpoint {'unet': ..., 'vae': ...}) and config.json (the architec
 DIR is refused unless --overwrite, and DIR appears only once complete. `load_converted(DIR)` reads it back.
 """
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -16,6 +15,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dex_jax.arguments import ArgumentParser
 from dex_jax.convert.diffusers_unet import load_unet
 from dex_jax.convert.diffusers_vae import load_vae
 from dex_jax.diffusion.unet import unet_from_config
@@ -64,7 +64,7 @@ def load_converted(directory):
 
 def main(argv):
     """`dex-portrait convert diffusers --unet PATH --vae PATH --out DIR`."""
-    parser = argparse.ArgumentParser(prog="dex-portrait convert diffusers", description=(
+    parser = ArgumentParser(prog="dex-portrait convert diffusers", description=(
         "Convert an SD-1.x UNet and/or VAE in diffusers format (give --unet, --vae or both) into an orbax "
         "checkpoint: the folder OUT holding params/ and config.json, which load_converted(OUT) reads back."))
     parser.add_argument("--unet", help="diffusers UNet folder (or pipeline folder) or .safetensors file")

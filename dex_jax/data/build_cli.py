@@ -20,6 +20,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
+from dex_jax.arguments import ArgumentParser
 from dex_jax.data import tfds_common
 from dex_jax.output_dir import add_overwrite_argument, check_output_dir, staged_output_dir
 from dex_jax.quiet_logs import stdout_to_log
@@ -136,8 +137,8 @@ def configs_help():
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="dex-portrait data", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("build", help="build a dataset", description=__doc__, epilog=configs_help(),
                             formatter_class=argparse.RawDescriptionHelpFormatter)

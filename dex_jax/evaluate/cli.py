@@ -1,4 +1,4 @@
-"""`dex-portrait evaluate`: score a Stage-1 checkpoint, or videos another method generated, on a benchmark.
+"""`dex-portrait evaluate`: score a checkpoint of either engine, or videos another method made, on a benchmark.
 
   dex-portrait evaluate --checkpoint CKPT --benchmark synth_heads|folder:PATH
                         --protocol self|reconstruction|cross|disentangled --out DIR
@@ -11,11 +11,13 @@ is the source); reconstruction tasks are CLIP_tNNN (frame NNN alone); cross-reen
 SOURCE__DRIVER, disentangled ones SOURCE__POSE__EXPRESSION (clip names). A missing video, or one whose length
 or frame size differs from the ground truth, stops the run with an error naming it. Writes the folder DIR
 holding report.md (a Table 1-shaped row) and report.json; an existing DIR is refused unless --overwrite.
+A checkpoint's config picks its engine (Stage 1, or the diffusion animator sampled as `animate` samples, with the
+same --steps, --guidance and --cfg, and --noise-seed for animate's --seed).
 """
 
-import argparse
 from pathlib import Path
 
+from dex_jax.arguments import ArgumentParser
 from dex_jax.data.video_io import VIDEO_SUFFIXES, read_clip
 from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY, make_benchmark, parse_benchmark
 from dex_jax.evaluate.identity import ArcFaceEmbedder, DlibEmbedder
@@ -23,24 +25,20 @@ from dex_jax.evaluate.protocols import PROTOCOL_NAMES, protocol_tasks, run_proto
 from dex_jax.evaluate.report import markdown, summarize, write_report
 from dex_jax.evaluate.scoring import Scorer
 from dex_jax.face.landmarker import FaceLandmarker
-from dex_jax.infer.pipeline import load_motion_model
+from dex_jax.infer.animate import add_sampling_arguments, sampling_options
+from dex_jax.infer.pipeline import load_pipeline
 from dex_jax.output_dir import add_overwrite_argument, check_output_dir
 from dex_jax.train.checkpoint import checkpoint_paths, read_train_config
 
 MAX_LISTED_SKIPS = 5
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors raise ValueError, which `dex-portrait` prints as one line."""
-
-    def error(self, message):
-        raise ValueError(message)
-
 
 def parse_args(argv):
-    parser = OneLineParser(prog="dex-portrait evaluate", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="dex-portrait evaluate", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="training workdir (or its checkpoints/ folder) of a Stage-1 run")
+    source.add_argument("--checkpoint", help="training workdir (or its checkpoints/ folder) or export of a Stage-1 "
+                                                   "or animator run")
     source.add_argument("--predictions", help="folder of generated videos, one per task, named after the task")
     parser.add_argument("--benchmark", default="synth_heads", help="synth_heads or folder:PATH")
     parser.add_argument("--protocol", default="self", choices=PROTOCOL_NAMES,
@@ -48,6 +46,7 @@ def parse_args(argv):
                              "(against the renderer's truth on synth_heads)")
     parser.add_argument("--out", required=True, help="folder to write with report.md and report.json")
     add_overwrite_argument(parser)
+    add_sampling_arguments(parser, seed_option="--noise-seed")
     parser.add_argument("--num-clips", type=int, help="clips to use (synth_heads default 8; folder: all)")
     parser.add_argument("--num-frames", type=int, help="frames per clip (synth_heads default 16; folder: all)")
     parser.add_argument("--size", type=int, help="frame size (default: the model's; with --predictions, 256 for "
@@ -118,7 +117,7 @@ def main(argv):
     with FaceLandmarker(args.landmarker) as landmarker:
         embedder = make_embedder(args.csim, landmarker)
         lpips_params, lpips_note = lpips_weights(args.lpips_vgg, train_config)
-        animator = load_motion_model(args.checkpoint, landmarker) if args.checkpoint else None
+        animator = load_pipeline(args.checkpoint, landmarker, **sampling_options(args)) if args.checkpoint else None
         size = args.size or (animator.image_size if animator else None)
         benchmark = make_benchmark(args.benchmark, args.num_clips, args.num_frames, size, args.seed)
         label, tasks = protocol_tasks(args.protocol, benchmark)

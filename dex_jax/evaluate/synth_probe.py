@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dex_jax.arguments import ArgumentParser
 from dex_jax.data import synth_heads
 from dex_jax.data.augment import expression_crop
 from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY
@@ -189,8 +190,8 @@ def settings():
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait probe", description=__doc__, epilog=settings(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="dex-portrait probe", description=__doc__, epilog=settings(),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", action="append", required=True,
                         help="a training workdir or export (repeat to probe several)")
     parser.add_argument("--expression-from", default=None, type=Path,

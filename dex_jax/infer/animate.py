@@ -26,9 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dex_jax.animator.sampler import CFG_MODES
+from dex_jax.arguments import ArgumentParser
 from dex_jax.data.video_io import read_clip, read_image, write_image, write_video
 from dex_jax.face.landmarker import FaceLandmarker
-from dex_jax.animator.sampler import CFG_MODES
 from dex_jax.infer.pipeline import ANIMATOR_STAGE, checkpoint_stage, load_pipeline
 from dex_jax.output_dir import add_overwrite_argument, check_output_dir, staged_output_dir
 
@@ -39,9 +40,27 @@ ENGINES = {"stage1": "checkpoint", "diffusion": "animator"}  # engine -> its bun
 RESULT, SIDE_BY_SIDE, STILL = "result.mp4", "side_by_side.mp4", "side_by_side.png"
 
 
+def add_sampling_arguments(parser, seed_option="--seed"):
+    """The diffusion engine's --steps, --guidance, --cfg and the noise seed, named `seed_option` (None: the
+    checkpoint config's); a command passes them on with `sampling_options`."""
+    sampling = parser.add_argument_group("diffusion engine (default: the checkpoint config's sampling)")
+    sampling.add_argument("--steps", default=None, type=int, help="DDIM steps (paper: 35)")
+    sampling.add_argument("--guidance", default=None, type=float, help="guidance scale w (paper: 2.5)")
+    sampling.add_argument("--cfg", default=None, choices=CFG_MODES,
+                          help="progressive: Eq. 5 (c without expression first, then c); plain: c against the "
+                               "unconditional variant; none: c only, no guidance")
+    sampling.add_argument(seed_option, dest="noise_seed", default=None, type=int,
+                          help="seed of the starting noise (default 0)")
+
+
+def sampling_options(args):
+    """The keyword arguments of `load_pipeline` that add_sampling_arguments' options give."""
+    return dict(seed=args.noise_seed, steps=args.steps, guidance=args.guidance, cfg=args.cfg)
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="dex-portrait animate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="dex-portrait animate", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default=DEFAULTS["source"], type=Path, help="source portrait image")
     parser.add_argument("--driving", default=None, type=Path,
                         help="driving video or frame folder: pose and expression (default: the bundled clip)")
@@ -54,13 +73,7 @@ def parse_args(argv):
     parser.add_argument("--engine", default=None, choices=tuple(ENGINES),
                         help=f"the bundled model to use without --checkpoint: stage1 ({DEFAULTS['checkpoint']}, "
                              f"the default) or diffusion ({DEFAULTS['animator']})")
-    sampling = parser.add_argument_group("diffusion engine (default: the checkpoint config's sampling)")
-    sampling.add_argument("--steps", default=None, type=int, help="DDIM steps (paper: 35)")
-    sampling.add_argument("--guidance", default=None, type=float, help="guidance scale w (paper: 2.5)")
-    sampling.add_argument("--cfg", default=None, choices=CFG_MODES,
-                          help="progressive: Eq. 5 (c without expression first, then c); plain: c against the "
-                               "unconditional variant; none: c only, no guidance")
-    sampling.add_argument("--seed", default=None, type=int, help="seed of the starting noise (default 0)")
+    add_sampling_arguments(parser)
     parser.add_argument("--out", default=DEFAULTS["out"], type=Path, help="output folder (default: %(default)s)")
     add_overwrite_argument(parser)
     parser.add_argument("--max-frames", default=None, type=int, help="animate at most this many frames")
@@ -140,8 +153,7 @@ def animate(args):
     with FaceLandmarker(num_faces=2) as landmarker:
         check_one_face(landmarker, source, f"source image {args.source}")
         check_one_face(landmarker, pose[0], "first driving frame")
-        animator = load_pipeline(checkpoint, landmarker, seed=args.seed, steps=args.steps,
-                                 guidance=args.guidance, cfg=args.cfg)
+        animator = load_pipeline(checkpoint, landmarker, **sampling_options(args))
         result = animator(source, pose, expression)
     comparison = side_by_side(source, shown, result)
     with staged_output_dir(args.out, args.overwrite) as staging:

@@ -147,6 +147,14 @@ def write_animator_export(out, config, step, params, frozen, overwrite=False, ex
     return Path(out).absolute()
 
 
+def animator_params(state):
+    """(the animator's params, True when they are the EMA ones) of a train state dict: EMA where present."""
+    ema = state.get("ema") or {}
+    if STAGE in ema:
+        return ema[STAGE], True
+    return state["params"][STAGE], False
+
+
 def read_animator(path):
     """The `AnimatorCheckpoint` of an animator export or training workdir (or its checkpoints/ folder) at `path`.
 
@@ -158,8 +166,7 @@ def read_animator(path):
     if config.get("stage") != STAGE:
         raise ValueError(f"{path} is not an animator run (its config's stage is {config.get('stage')!r})")
     state = read_checkpoint(folder)
-    ema = state.get("ema") or {}
-    params, use_ema = (ema[STAGE], True) if STAGE in ema else (state["params"][STAGE], False)
+    params, use_ema = animator_params(state)
     if "frozen" in state:
         frozen = state["frozen"]
         if "motion_model" not in config:

@@ -37,9 +37,13 @@ class Checkpointer:
     def steps(self):
         return sorted(self._manager.all_steps())
 
+    def due(self, step):
+        """True when `save` at `step` writes without being forced."""
+        return bool(self.every_steps) and step % self.every_steps == 0
+
     def save(self, step, state, data_iterator=None, force=False):
         """Start saving `state` (and the iterator position) at `step` if due or forced; True if it saves."""
-        if not (force or (self.every_steps and step % self.every_steps == 0)):
+        if not (force or self.due(step)):
             return False
         items = {"state": ocp.args.StandardSave(state)}
         if _has_state(data_iterator):

@@ -31,13 +31,14 @@ from pathlib import Path
 
 import jax
 
+from dex_jax.arguments import ArgumentParser
 from dex_jax.config_loading import CONFIG_DIR, ConfigError, apply_overrides, load_config, load_module
 from dex_jax.train import loop
 from dex_jax.train.distributed import initialize_from_environment
 from dex_jax.train.input import check_fields, make_iterator
 from dex_jax.train.nonfinite import NonFiniteError
 
-STAGES = ("stage1", "expression")
+STAGES = ("stage1", "expression", "animator")
 MAY_CHANGE = ("total_steps", "nonfinite_limit", "log.", "checkpoint.", "data.dataset_dir", "data.worker_count",
               "data.worker_buffer_size")
 
@@ -78,8 +79,8 @@ class _HelpWithConfigs(argparse.Action):
 
 def parse_args(argv):
     """(config spec, workdir, override arguments) from the command line (module docstring)."""
-    parser = argparse.ArgumentParser(prog="dex-portrait train", description=__doc__, add_help=False,
-                                     allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="dex-portrait train", description=__doc__, add_help=False,
+                            allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-h", "--help", action=_HelpWithConfigs, nargs=0, help="show this help and the configs")
     parser.add_argument("--config", required=True, metavar="CONFIG[:VARIANT]", help="the config file, see above")
     parser.add_argument("--workdir", required=True, type=Path, help="folder for checkpoints, logs and images")
@@ -124,12 +125,12 @@ def main(argv):
     stage_module = importlib.import_module(f"dex_jax.train.stages.{config.stage}")
     stage_module.check_config(config)
     check_fields(config)
-    data = make_iterator(config.data)
     stage = stage_module.make_stage(config)  # before the workdir exists: a bad loss setting leaves nothing behind
     created = not workdir.exists()
     check_workdir(config, workdir)
     try:
-        loop.train(config, workdir, stage, data)
+        with make_iterator(config.data) as data:
+            loop.train(config, workdir, stage, data)
     except ValueError:  # a setting train refused (mesh, batch, init_from): leave no run that was never trained
         if created and jax.process_index() == 0 and not any((workdir / "checkpoints").glob("[0-9]*")):
             shutil.rmtree(workdir, ignore_errors=True)

@@ -3,8 +3,9 @@
   'tfds'    the grain pipeline over a built dataset (`dex_jax.data.pipeline.make_loader`, data.dataset_dir)
   'random'  deterministic random batches of the same layout, for tests and throughput figures
 
-Both are grain DataLoader iterators with get_state/set_state, so checkpoints record the position. Each process
-gets its slice of the global batch (data.batch_size / process count). `check_fields` compares, before training,
+Both come as `Batches`: a grain DataLoader iterator with get_state/set_state, so checkpoints record the position,
+and close(), which ends its worker processes. Each process gets its slice of the global batch (data.batch_size /
+process count). `check_fields` compares, before training,
 the batch fields a config reads with those its dataset records.
 """
 
@@ -89,6 +90,8 @@ def label_fields_read(config):
     """Label batch field (LABEL_FIELDS) -> the setting of a train config that reads it."""
     if config.stage == "expression":
         return {"driving_expression": "stage expression"}
+    if config.stage == "animator":
+        return {}
     reads = {}
     if config.loss.pose_supervision:
         reads.update(source_pose="loss.pose_supervision", driving_pose="loss.pose_supervision")
@@ -117,17 +120,56 @@ def check_fields(config):
                          "settings off")
 
 
+class Batches:
+    """A grain DataLoader's iterator with close(): get_state(), set_state() and start_prefetch() are grain's;
+    next() gives the batch dict as plain numpy arrays; close() stops the worker processes and frees the shared-memory blocks they filled ahead, which
+    otherwise outlive the run (Python warns at exit of leaked shared_memory objects). A context manager that
+    closes it."""
+
+    def __init__(self, loader):
+        self._iterator = iter(loader)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        # Copied out of the workers' shared memory, so that the block is freed now and not held by the device
+        # arrays placed from it (which may alias host memory on CPU) until after the iterator is closed.
+        return {key: np.array(value) for key, value in next(self._iterator).items()}
+
+    def get_state(self):
+        return self._iterator.get_state()
+
+    def set_state(self, state):
+        self._iterator.set_state(state)
+
+    def start_prefetch(self):
+        self._iterator.start_prefetch()
+
+    def close(self):
+        # grain 0.2's DataLoaderIterator has no close() of its own; its dataset iterator's closes the pipeline.
+        pipeline_iterator = getattr(self._iterator, "_iterator", None)
+        if pipeline_iterator is not None:
+            pipeline_iterator.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def make_iterator(data_config, kind="pairs"):
-    """The batch iterator `data_config.source` names (see module docstring)."""
+    """The `Batches` that `data_config.source` names (see module docstring)."""
     source = data_config.get("source", "tfds")
     if source == "tfds":
         _check_dataset_dir(data_config)
-        return iter(pipeline.make_loader(data_config, kind))
+        return Batches(pipeline.make_loader(data_config, kind))
     if source == "random":
         loader = grain.DataLoader(
             data_source=RandomBatches(data_config, jax.process_index(), jax.process_count()),
             sampler=grain.samplers.IndexSampler(num_records=2 ** 31 - 1, shuffle=False, seed=0,
                                                 shard_options=grain.sharding.NoSharding(), num_epochs=1),
             worker_count=0)
-        return iter(loader)
+        return Batches(loader)
     raise ValueError(f"unknown data.source {source!r}: use 'tfds' or 'random'")

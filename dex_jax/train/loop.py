@@ -1,26 +1,46 @@
 """The one training loop every stage shares: a stage supplies its state init and its step (`Stage`).
 
-`train` reads top to bottom in phases: mesh, input, init (eval_shape -> shardings -> jitted init), checkpoint
-(resume or start), update step (jit with explicit shardings, donation, ahead-of-time compile), loop (metrics,
-images, progress, checkpoints, SIGTERM, non-finite guard).
+`train` reads top to bottom in phases: signals, mesh, input, init (eval_shape -> shardings -> jitted init),
+checkpoint (resume, or start and the stage's warm start), update step (jit with explicit shardings, donation,
+ahead-of-time compile), loop (metrics, images, progress, checkpoints, stop signals, non-finite guard).
+
+The loop keeps the device busy. It dispatches step N, draws and places batch N+1 while the device runs it,
+and only then reads what step N-1 left for the host: its non-finite streak and the stop flag. Metric sums
+stay on the device (the step adds to them) and are read at log steps alone. So:
+  - the host waits on the device only at log, image and checkpoint steps, at the run's first step (the
+    steps/s clock starts when it ends) and at its last; those steps read their own streak and flag at once;
+  - a non-finite streak that reaches nonfinite_limit at step N is read one step late, while step N+1 runs;
+    the run still ends with NonFiniteError 'stopped at step N', having written no checkpoint of N or later;
+  - SIGTERM or SIGINT (Ctrl-C) sets a flag that each process's next step takes to the devices, so every
+    process reads the same agreed flag at the same step. The run then stops after the step whose batch the
+    host holds (one or two steps after the signal, at most three), saves a checkpoint of it, prints
+    '<SIGNAL>: saved a checkpoint at step N in DIR' and returns.
+Checkpoint steps draw their next batch only after the save, so a checkpoint's iterator position is the one
+after its own step's batch, and a resumed run sees the batches a straight run would.
+
+Signals are caught from the start of `train`: one during init or compilation takes effect once the first step
+has run, which is then saved. A second Ctrl-C is Python's again: KeyboardInterrupt at once, no checkpoint.
+A process started with SIGINT ignored (a background job of a script) keeps ignoring it.
 """
 
+import contextlib
 import dataclasses
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from dex_jax import parallel
 from dex_jax.train import nonfinite
 from dex_jax.train.checkpoint import Checkpointer
-from dex_jax.train.metrics import EventWriter, MetricAccumulator, Progress, image_grid, save_png
+from dex_jax.train.metrics import EventWriter, Progress, add_to_sums, averages, image_grid, save_png, zero_sums
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +54,7 @@ class Stage:
         counts only when all are finite (`nonfinite.guard`). preview: tuple of (n, H, W, 3) batches in [-1, 1],
         the image grid's columns, named by preview_names.
     frozen: arrays the step reads but never trains (LPIPS weights, ...), placed on every device.
-    metric_names: the metrics averaged and logged.
+    metric_names: the metrics averaged (over the finite steps of each logging interval) and logged.
     warm_start(state) -> state: called once on a fresh start, after init and before the first step (never on
         resume), e.g. to take params from a trained run; None: the state starts as init made it.
     """
@@ -48,22 +68,29 @@ class Stage:
 
 
 class StopRequest:
-    """Turns SIGTERM into a flag the loop checks after each step (agreed by every process)."""
+    """SIGTERM and SIGINT turned into a flag while in use as a context manager (the previous handlers come back
+    on exit). `name` is the first such signal's name ('SIGTERM', 'SIGINT'), None before one. After a SIGINT,
+    SIGINT has its previous handler again, so a second Ctrl-C acts at once. SIGINT stays ignored where it was."""
 
     def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self.name = None
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signum == signal.SIGINT and signal.getsignal(signum) is signal.SIG_IGN:
+                continue
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
     def _handle(self, signum, frame):
-        self.requested = True
-
-    def agreed(self):
-        if jax.process_count() == 1:
-            return self.requested
-        return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
-
-    def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
+        self.name = self.name or signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signum, self._previous[signum])
 
 
 def _abstract_with_shardings(abstract, shardings):
@@ -77,11 +104,13 @@ def _due(step, every, total):
 def train(config, workdir, stage, data_iterator):
     """Train `stage` on batches from `data_iterator` up to config.total_steps; checkpoints under workdir.
 
-    Resumes from the newest intact checkpoint in workdir/checkpoints. SIGTERM saves a checkpoint and returns.
+    Resumes from the newest intact checkpoint in workdir/checkpoints. SIGTERM or SIGINT saves a checkpoint and
+    returns (module docstring). NonFiniteError after nonfinite_limit non-finite steps in a row.
     Returns (state, last step).
     """
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
+    total = config.total_steps
 
     # ------------------------------------------------------------------------------------------------ mesh
     mesh = parallel.make_mesh(config.mesh)
@@ -95,6 +124,10 @@ def train(config, workdir, stage, data_iterator):
     def next_batch():
         return parallel.global_batch(next(data_iterator), mesh)
 
+    # Each process's stop flag laid out as a batch (its rows hold its flag), so that the step agrees on them.
+    rows = config.data.batch_size // jax.process_count()
+    stop_flags = {flag: parallel.global_batch(np.full(rows, flag), mesh) for flag in (False, True)}
+
     # --------------------------------------------------------- model init: eval_shape -> shardings -> jit
     rng = jax.random.PRNGKey(config.seed)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -103,85 +136,100 @@ def train(config, workdir, stage, data_iterator):
     init = jax.jit(lambda r: nn.unbox(stage.init(r)), out_shardings=state_sharding)
     frozen = jax.device_put(stage.frozen, replicated)
 
-    # ------------------------------------------------------------------------ checkpoint: resume or start
     checkpoints = Checkpointer(workdir / "checkpoints", keep=config.checkpoint.keep,
                                every_steps=config.checkpoint.every_steps, async_save=config.checkpoint.async_save)
-    restored = checkpoints.restore(_abstract_with_shardings(nn.unbox(abstract), state_sharding), data_iterator)
-    if restored:
-        state, step = restored
-        log.info("resumed from %s at step %d", checkpoints.directory, step)
-    else:
-        started = time.perf_counter()
-        # Init draws with the non-partitionable threefry: XLA compiles it ~3x faster, and the values, like any
-        # JAX result, do not depend on the mesh.
-        with jax.set_mesh(mesh), nn.logical_axis_rules(rules), jax.threefry_partitionable(False):
-            state, step = init(rng), 0
-        log.info("initialised the state in %.1f s", time.perf_counter() - started)
-        if stage.warm_start:
-            state = stage.warm_start(state)
+    with StopRequest() as stop, contextlib.closing(checkpoints):
+        # -------------------------------------------------------------------- checkpoint: resume or start
+        restored = checkpoints.restore(_abstract_with_shardings(nn.unbox(abstract), state_sharding), data_iterator)
+        if restored:
+            state, step = restored
+            log.info("resumed from %s at step %d", checkpoints.directory, step)
+        else:
+            started = time.perf_counter()
+            # Init draws with the non-partitionable threefry: XLA compiles it ~3x faster, and the values, like
+            # any JAX result, do not depend on the mesh.
+            with jax.set_mesh(mesh), nn.logical_axis_rules(rules), jax.threefry_partitionable(False):
+                state, step = init(rng), 0
+            log.info("initialised the state in %.1f s", time.perf_counter() - started)
+            if stage.warm_start:
+                state = stage.warm_start(state)
+        if step >= total:
+            return state, step
 
-    # ------------------------------------------- update step: explicit shardings, donation, AOT compile
-    def update(state, batch, frozen):
-        new, metrics, preview = stage.step(state, batch, frozen)
-        state, metrics = nonfinite.guard(state, new, metrics)
-        return state, metrics, preview
+        # --------------------------------------- update step: explicit shardings, donation, AOT compile
+        def update(state, batch, frozen, sums, flags):
+            new, metrics, preview = stage.step(state, batch, frozen)
+            state = nonfinite.guard(state, new, metrics)
+            sums = add_to_sums(sums, metrics, state.nonfinite_streak == 0)
+            status = {"nonfinite_streak": state.nonfinite_streak, "nonfinite_total": state.nonfinite_total,
+                      "stop": jnp.any(flags)}
+            return state, sums, status, preview
 
-    if step >= config.total_steps:
-        checkpoints.close()
-        return state, step
-    batch = next_batch()
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        started = time.perf_counter()
-        compiled = jax.jit(update, in_shardings=(state_sharding, batch_sharding, replicated),
-                           out_shardings=(state_sharding, replicated, replicated),
-                           donate_argnums=(0,)).lower(state, batch, frozen).compile()
-    log.info("compiled the update step in %.1f s", time.perf_counter() - started)
+        def fresh_sums():
+            return jax.device_put(zero_sums(stage.metric_names), replicated)
 
-    # ------------------------------------------------------------------------------------------------ loop
-    writer = EventWriter(workdir, enabled=is_main)
-    accumulator = MetricAccumulator(stage.metric_names)
-    progress = Progress(config.total_steps, config.data.batch_size)
-    stop = StopRequest()
-    first_step, clock = step, None
-    try:
-        while step < config.total_steps:
-            state, metrics, preview = compiled(state, batch, frozen)
-            step += 1
-            metrics = jax.device_get(metrics)
-            if clock is None:
-                clock = (step, time.perf_counter())
-                progress.rates(step)
-            if int(metrics["nonfinite_streak"]) == 0:
-                accumulator.add(metrics)
-            nonfinite.check_streak(int(metrics["nonfinite_streak"]), config.nonfinite_limit, step)
+        batch, sums = next_batch(), fresh_sums()
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            started = time.perf_counter()
+            compiled = jax.jit(update, in_shardings=(state_sharding, batch_sharding, replicated, replicated,
+                                                     batch_sharding),
+                               out_shardings=(state_sharding, replicated, replicated, replicated),
+                               donate_argnums=(0, 3)).lower(state, batch, frozen, sums, stop_flags[False]).compile()
+        log.info("compiled the update step in %.1f s", time.perf_counter() - started)
 
-            if _due(step, config.log.every_steps, config.total_steps):
-                values = accumulator.flush()
-                values["nonfinite_total"] = float(metrics["nonfinite_total"])
-                writer.scalars(step, values)
-                writer.flush()
-                if is_main:
-                    print(progress.line(step, values, progress.rates(step)), flush=True)
-            if _due(step, config.log.image_every_steps, config.total_steps) and is_main:
-                grid = image_grid(jax.device_get(preview))
-                save_png(workdir / "images" / f"step_{step:07d}.png", grid)
-                writer.image(step, "preview/" + "|".join(stage.preview_names), grid)
+        # -------------------------------------------------------------------------------------------- loop
+        progress = Progress(total, config.data.batch_size)
+        first_step, clock = step, None
+        stop_at = None  # the step after which a signal stops the run, once a step's status has shown the flag
+        unread = None  # (step, status) of the last step whose status the host has not read yet
+        with contextlib.closing(EventWriter(workdir, enabled=is_main)) as writer:
+            while True:
+                state, sums, status, preview = compiled(state, batch, frozen, sums, stop_flags[stop.name is not None])
+                step += 1
+                # The next batch is drawn now, while the device runs this step, unless this step is saved (its
+                # checkpoint records the iterator after its own batch), is the last, or is the first (timed).
+                prefetch = clock is not None and step not in (total, stop_at) and not checkpoints.due(step)
+                if prefetch:
+                    batch = next_batch()
+                log_due = _due(step, config.log.every_steps, total)
+                image_due = _due(step, config.log.image_every_steps, total)
+                to_read, unread = ([unread] if unread else []), (step, status)
+                if not prefetch or log_due or image_due:  # the host waits for this step anyway
+                    to_read, unread = to_read + [unread], None
+                for read_step, read_status in to_read:
+                    current = jax.device_get(read_status)
+                    nonfinite.check_streak(int(current["nonfinite_streak"]), config.nonfinite_limit, read_step)
+                    if current["stop"] and stop_at is None:
+                        stop_at = step + 1 if prefetch else step
+                if clock is None:
+                    clock = (step, time.perf_counter())
+                    progress.rates(step)
 
-            saved = checkpoints.save(step, state, data_iterator, force=step == config.total_steps)
-            if stop.agreed():
-                if not saved:
-                    checkpoints.save(step, state, data_iterator, force=True)
-                if is_main:
-                    print(f"SIGTERM: saved a checkpoint at step {step} in {checkpoints.directory}", flush=True)
-                break
-            if step < config.total_steps:
-                batch = next_batch()
-    finally:
-        stop.restore()
-        checkpoints.close()
-        writer.close()
+                if log_due:
+                    values = averages(jax.device_get(sums))
+                    values["nonfinite_total"] = float(current["nonfinite_total"])
+                    sums = fresh_sums()
+                    writer.scalars(step, values)
+                    writer.flush()
+                    if is_main:
+                        print(progress.line(step, values, progress.rates(step)), flush=True)
+                if image_due and is_main:
+                    grid = image_grid(jax.device_get(preview))
+                    save_png(workdir / "images" / f"step_{step:07d}.png", grid)
+                    writer.image(step, "preview/" + "|".join(stage.preview_names), grid)
 
-    if is_main and clock and step > clock[0]:
+                checkpoints.save(step, state, data_iterator, force=step in (total, stop_at))
+                if step == stop_at:
+                    if is_main:
+                        print(f"{stop.name or 'a signal to another process'}: saved a checkpoint at step {step} "
+                              f"in {checkpoints.directory}", flush=True)
+                    break
+                if step == total:
+                    break
+                if not prefetch:
+                    batch = next_batch()
+
+    if is_main and step > clock[0]:
         seconds = time.perf_counter() - clock[1]
         steps_per_s = (step - clock[0]) / seconds
         print(f"trained steps {first_step + 1}-{step}: {steps_per_s:.3g} steps/s, "

@@ -1,42 +1,37 @@
-"""Observability: CLU metric collections, TensorBoard event files (tensorboardX), image grids, a progress line."""
+"""Observability: metric sums kept on the device, TensorBoard event files (tensorboardX), image grids, a
+progress line."""
 
 import datetime
 import json
 import time
 from pathlib import Path
 
-import clu.metrics
 import cv2
+import jax.numpy as jnp
 import numpy as np
 from tensorboardX import SummaryWriter
 
 from dex_jax.image import to_uint8
 
 
-def metric_collection(names):
-    """A clu.metrics Collection class with one Average per metric name."""
-    return clu.metrics.Collection.create(**{name: clu.metrics.Average.from_output(name) for name in names})
+def zero_sums(names):
+    """Running sums of the named scalar metrics over a logging interval, zeroed: {"metrics": {name: 0},
+    "count": 0} as float32 numpy scalars, to place on the device once per interval."""
+    return {"metrics": {name: np.zeros((), np.float32) for name in names}, "count": np.zeros((), np.float32)}
 
 
-class MetricAccumulator:
-    """Averages a step's host-side metrics over a logging interval with a clu Collection."""
+def add_to_sums(sums, metrics, counted):
+    """`sums` (as `zero_sums` lays them out) with this step's `metrics` added when `counted` (a traced bool),
+    else unchanged; for use inside the jitted step, so the sums never leave the device between log steps."""
+    return {"metrics": {name: total + jnp.where(counted, jnp.asarray(metrics[name], jnp.float32), 0.0)
+                        for name, total in sums["metrics"].items()},
+            "count": sums["count"] + counted.astype(jnp.float32)}
 
-    def __init__(self, names):
-        self._collection = metric_collection(names)
-        self._names = tuple(names)
-        self._merged = None
 
-    def add(self, metrics):
-        update = self._collection.single_from_model_output(**{n: metrics[n] for n in self._names})
-        self._merged = update if self._merged is None else self._merged.merge(update)
-
-    def flush(self):
-        """{name: float} averaged since the last flush ({} when nothing was added)."""
-        if self._merged is None:
-            return {}
-        values = {name: float(value) for name, value in self._merged.compute().items()}
-        self._merged = None
-        return values
+def averages(sums):
+    """{name: float mean} of fetched sums; {} when no step was counted."""
+    count = float(sums["count"])
+    return {name: float(total) / count for name, total in sums["metrics"].items()} if count else {}
 
 
 class EventWriter:

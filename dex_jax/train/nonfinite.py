@@ -14,23 +14,20 @@ def all_finite(metrics):
 
 
 def guard(old, new, metrics):
-    """`new` when every metric is finite, else `old` with the update dropped; the step advances either way.
-
-    Returns (state, metrics with 'nonfinite_streak' and 'nonfinite_total' added).
-    """
+    """`new` when every metric is finite, else `old` with the update dropped; the step advances either way, and
+    the state's nonfinite_streak (0 after a finite step) and nonfinite_total count the dropped updates."""
     finite = all_finite(metrics)
 
     def keep(n, o):
         return jnp.where(finite, n, o)
 
-    state = new.replace(
+    return new.replace(
         params=jax.tree.map(keep, new.params, old.params),
         opt_state=jax.tree.map(keep, new.opt_state, old.opt_state),
         ema=jax.tree.map(keep, new.ema, old.ema),
         nonfinite_streak=jnp.where(finite, 0, old.nonfinite_streak + 1).astype(jnp.int32),
         nonfinite_total=(old.nonfinite_total + (~finite)).astype(jnp.int32),
     )
-    return state, {**metrics, "nonfinite_streak": state.nonfinite_streak, "nonfinite_total": state.nonfinite_total}
 
 
 def check_streak(streak, limit, step):
