@@ -18,6 +18,7 @@ RUNTIME = [
     "numpy==2.4.6",
     "absl-py==2.5.1",
     "tqdm==4.70.1",
+    "imageio-ffmpeg==0.8.1",  # ships an ffmpeg binary with libx264: H.264 mp4 output with the driving clip's audio
     "flatbuffers==25.12.19",
     "matplotlib==3.11.2",
     "tensorboardX==2.6.5",

@@ -97,13 +97,12 @@ def test_pose_and_expression_from_different_clips(run, tmp_path, capsys):
     assert np.abs(comparison[0, :, 512:768].astype(float) - expression[0]).mean() < 8
 
 
-def _two_faces(path):
-    source = read_image(DEFAULTS["source"])
-    cv2.imwrite(str(path), np.concatenate([source, source], 1)[:, :, ::-1])
-
-
 def _flat(path):
     cv2.imwrite(str(path), np.full((128, 128, 3), 90, np.uint8))
+
+
+def _one_pixel(path):
+    cv2.imwrite(str(path), np.full((1, 1, 3), 90, np.uint8))
 
 
 def _text(path):
@@ -113,7 +112,7 @@ def _text(path):
 @pytest.mark.parametrize("flag,make,message", [
     ("--source", None, "image not found"),
     ("--source", _flat, "no face found in the source image"),
-    ("--source", _two_faces, "2 faces found in the source image"),
+    ("--source", _one_pixel, "is 1x1 pixels; each side must be 32 to 8192 pixels"),
     ("--driving", _text, "cannot be opened as a video"),
     ("--checkpoint", None, "checkpoint not found"),
 ])

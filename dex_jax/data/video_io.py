@@ -159,25 +159,39 @@ def read_image(path):
     return image
 
 
-def read_clip(path):
-    """A video file or frame folder as ((T, H, W, 3) uint8, fps); ValueError when it cannot be read whole."""
+def video_fps(path, default=25.0):
+    """The frame rate of a video file (`default` for a frame folder or a file that does not say)."""
+    if not Path(path).is_file():
+        return default
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    fps = capture.get(cv2.CAP_PROP_FPS) or default
+    capture.release()
+    return float(fps)
+
+
+def stream_clip(path, max_frames=None):
+    """The RGB uint8 frames of a video file or frame folder, one at a time (up to max_frames); ValueError, raised
+    when reached, for a missing path, a file that is not a video, an unreadable frame, a change of frame size or a
+    clip without any readable frame."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"video not found: {path}")
-    fps = 25.0
-    if path.is_file():
-        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-        fps = capture.get(cv2.CAP_PROP_FPS) or fps
-        capture.release()
+    shape = None
     try:
-        frames = [frame for _, frame in iter_frames(VideoEntry(path, "test", path.stem, path.stem, "0"))]
+        for _, frame in iter_frames(VideoEntry(path, "test", path.stem, path.stem, "0"), max_frames=max_frames):
+            if frame is None:
+                raise ValueError(f"{path} has unreadable frames")
+            if shape is not None and frame.shape != shape:
+                raise ValueError(f"{path} has frames of different sizes")
+            shape = frame.shape
+            yield frame
     except VideoReadError as err:
         raise ValueError(f"{path} {err}") from None
-    if any(frame is None for frame in frames):
-        raise ValueError(f"{path} has unreadable frames")
-    if len({frame.shape for frame in frames}) > 1:
-        raise ValueError(f"{path} has frames of different sizes")
-    return np.stack(frames), float(fps)
+
+
+def read_clip(path):
+    """A video file or frame folder as ((T, H, W, 3) uint8, fps); ValueError when it cannot be read whole."""
+    return np.stack(list(stream_clip(path))), video_fps(path)
 
 
 def write_video(path, frames, fps=25.0):

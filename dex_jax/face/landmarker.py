@@ -61,7 +61,7 @@ def check_rgb_uint8(image):
 class FaceLandmarker:
     """MediaPipe FaceLandmarker in IMAGE mode; use as a context manager or call close().
 
-    It looks for up to `num_faces` faces; `detect` reports the first, `count` how many it found.
+    It looks for up to `num_faces` faces; `detect` reports the first, `detect_all` each, `count` how many.
     """
 
     def __init__(self, model_path=None, sha256=FACE_LANDMARKER_SHA256, min_detection_confidence=0.5, num_faces=1):
@@ -77,15 +77,19 @@ class FaceLandmarker:
 
     def detect(self, image):
         """The FaceObservation of an (H, W, 3) uint8 RGB frame, or None when no face is found."""
+        faces = self.detect_all(image)
+        return faces[0] if faces else None
+
+    def detect_all(self, image):
+        """The FaceObservations of every face (up to num_faces) an (H, W, 3) uint8 RGB frame shows, in MediaPipe's
+        order."""
         check_rgb_uint8(image)
         result = self._task.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
-        if not result.face_landmarks:
-            return None
         h, w = image.shape[:2]
-        landmarks = np.array([(p.x * w, p.y * h, p.z * w) for p in result.face_landmarks[0]], np.float32)
-        blendshapes = np.array([c.score for c in result.face_blendshapes[0]], np.float32)
-        transform = np.asarray(result.facial_transformation_matrixes[0], np.float32)
-        return FaceObservation(blendshapes, transform, landmarks)
+        return [FaceObservation(np.array([c.score for c in blendshapes], np.float32), np.asarray(transform, np.float32),
+                                np.array([(p.x * w, p.y * h, p.z * w) for p in landmarks], np.float32))
+                for landmarks, blendshapes, transform in zip(result.face_landmarks, result.face_blendshapes,
+                                                             result.facial_transformation_matrixes)]
 
     def count(self, image):
         """How many faces (up to num_faces) an (H, W, 3) uint8 RGB frame shows."""

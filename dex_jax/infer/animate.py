@@ -9,28 +9,46 @@ refused unless --overwrite, and OUT appears only once complete). With --pose-dri
 source | pose | expression | result); either may be left out, and --driving (the bundled clip by default)
 drives the other. Clips of different lengths are cut to the shorter one.
 
+The source photo may have any size (32 to 8192 pixels a side) and several faces: the largest is animated
+unless --face N (1: the largest) or --all-faces (each, with the same driver). Each face and every driving frame
+is cropped as the training data is (the `data build portrait_videos` crop; the driving crops smoothed over
+time), and the result is pasted back into the full-resolution source with a feathered mask: result.mp4 has the
+source's size, and outside the mask the source's pixels. --no-paste-back writes the face crop at the model's
+resolution instead. Motion is relative by default (the driving pose and expression relative to the driving
+clip's first frame, applied to the source's own; the LivePortrait default for another person's face);
+--motion absolute uses the driving frames' own. Videos are H.264 mp4 (yuv420p) with the driving clip's sound
+(the expression clip's, with separate clips); frames are streamed from the driving files to the outputs,
+--batch of them per call of the compiled model.
+
 Two engines: the Stage-1 motion generator and the diffusion animator (Stage 2). --checkpoint names a training
 workdir or export of either, and its config picks the engine (stage 'animator': diffusion). Without
 --checkpoint, --engine picks the bundled model: stage1 (the default) data/motion_synth, diffusion
 data/animator_synth (the SynthHeads animator). The diffusion engine samples with DDIM and classifier-free
 guidance as the checkpoint's config says (paper: 35 steps, progressive hybrid CFG at w = 2.5) unless --steps,
---guidance, --cfg or --seed say otherwise; these options are refused with a Stage-1 model.
+--guidance, --cfg or --seed say otherwise; these options are refused with a Stage-1 model. A bundled model
+shown a source that does not look like a SynthHeads render (`infer.render_check`) warns in one line.
 
-Driving frames where MediaPipe finds no face borrow the nearest frame's landmarks and are counted. A source
-without a face or with several faces, unreadable files and a checkpoint that does not read are one-line errors.
+Driving frames where MediaPipe finds no face hold the nearest frame's motion and are counted. A source without
+a face, a driving clip without any, unreadable files and a checkpoint that does not read are one-line errors.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+import tqdm
 
 from dex_jax.animator.sampler import CFG_MODES
 from dex_jax.arguments import ArgumentParser
-from dex_jax.data.video_io import read_clip, read_image, write_image, write_video
+from dex_jax.data.h264 import H264Writer
+from dex_jax.data.video_io import read_image, stream_clip, video_fps, write_image
 from dex_jax.face.landmarker import FaceLandmarker
-from dex_jax.infer.pipeline import ANIMATOR_STAGE, checkpoint_stage, load_pipeline
+from dex_jax.infer.faces import MAX_FACES, check_photo_size, find_faces
+from dex_jax.infer.pipeline import ANIMATOR_STAGE, DRIVE_CHUNK, checkpoint_stage, load_pipeline, track
+from dex_jax.infer.relative_motion import MOTIONS
+from dex_jax.infer.render_check import looks_rendered
 from dex_jax.output_dir import add_overwrite_argument, check_output_dir, staged_output_dir
 
 DEMO = Path(__file__).resolve().parents[2] / "data"
@@ -77,55 +95,54 @@ def parse_args(argv):
     parser.add_argument("--out", default=DEFAULTS["out"], type=Path, help="output folder (default: %(default)s)")
     add_overwrite_argument(parser)
     parser.add_argument("--max-frames", default=None, type=int, help="animate at most this many frames")
+    parser.add_argument("--motion", default="relative", choices=MOTIONS,
+                        help="relative: the driving pose and expression relative to the clip's first frame, applied "
+                             "to the source's own (default); absolute: the driving frames' own")
+    faces = parser.add_mutually_exclusive_group()
+    faces.add_argument("--face", default=1, type=int,
+                       help="animate the source's N-th largest face (default: 1, the largest)")
+    faces.add_argument("--all-faces", action="store_true", help="animate every face of the source, same driver")
+    parser.add_argument("--no-paste-back", dest="paste_back", action="store_false",
+                        help="write the face crop at the model's resolution, not the full source")
+    parser.add_argument("--batch", default=DRIVE_CHUNK, type=int,
+                        help="frames per call of the compiled model, sharded over the local devices "
+                             "(default: %(default)s)")
     return parser.parse_args(argv)
 
 
-def check_one_face(landmarker, image, what):
-    """ValueError unless `image` shows exactly one face."""
-    found = landmarker.count(image)
-    if found == 0:
-        raise ValueError(f"no face found in the {what}")
-    if found > 1:
-        raise ValueError(f"{found} faces found in the {what}; crop it to one face")
+def source_faces(landmarker, image, args):
+    """Landmarks of the source faces to animate (--face, --all-faces); ValueError when there are none or too few."""
+    found = find_faces(landmarker, image)
+    if not found:
+        raise ValueError(f"no face found in the source image {args.source}")
+    if args.all_faces:
+        return found
+    if not 1 <= args.face <= len(found):
+        raise ValueError(f"--face {args.face}, but the source image {args.source} shows {len(found)} face"
+                         f"{'s' if len(found) > 1 else ''}")
+    return [found[args.face - 1]]
 
 
-def panel(frames, height):
-    """(T, h, w, 3) frames resized to `height` rows, keeping their aspect ratio."""
-    t, h, w = frames.shape[:3]
+def panel(frame, height):
+    """An (h, w, 3) frame resized to `height` rows, keeping its aspect ratio."""
+    h, w = frame.shape[:2]
     width = max(1, round(w * height / h))
     if (h, w) == (height, width):
-        return frames
-    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+        return frame
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA if h > height else cv2.INTER_LINEAR)
 
 
-def side_by_side(source, clips, result):
-    """Source (repeated over time) | each driving clip | result, all at the result's height."""
-    still = panel(source[None], result.shape[1])
-    still = np.broadcast_to(still, (len(result),) + still.shape[1:])
-    return np.concatenate([still] + [panel(c, result.shape[1]) for c in clips] + [result], axis=2)
+def contact_picks(count, frames=4):
+    """The indices of `frames` evenly spaced frames of a clip of `count` (fewer if the clip is shorter)."""
+    return np.unique(np.linspace(0, count - 1, frames).round().astype(int))
 
 
-def contact_sheet(frames, count=4):
-    """`count` evenly spaced frames of a (T, H, W, 3) clip stacked top to bottom (fewer if the clip is shorter)."""
-    picks = np.unique(np.linspace(0, len(frames) - 1, count).round().astype(int))
-    return np.concatenate(list(frames[picks]), axis=0)
-
-
-def driving_clips(args):
-    """(pose clip, expression clip, fps, side-by-side clips) from the arguments, cut to a common length."""
-    disentangled = args.pose_driving is not None or args.expression_driving is not None
+def driving_paths(args):
+    """(pose clip, expression clip or None when the pose clip drives both) of the arguments."""
     default = args.driving or DEFAULTS["driving"]
-    pose, fps = read_clip(args.pose_driving or default)
-    expression = read_clip(args.expression_driving)[0] if args.expression_driving else None
-    if expression is None:
-        expression = pose if not args.pose_driving else read_clip(default)[0]
-    n = min(len(pose), len(expression), args.max_frames or len(pose))
-    if n < 1:
-        raise ValueError("--max-frames must be at least 1")
-    pose = pose[:n]
-    if not disentangled:
-        return pose, pose, fps, [pose]
-    return pose, expression[:n], fps, [pose, expression[:n]]
+    if args.pose_driving is None and args.expression_driving is None:
+        return default, None
+    return args.pose_driving or default, args.expression_driving or default
 
 
 def checkpoint_of(args):
@@ -145,21 +162,48 @@ def checkpoint_of(args):
 
 
 def animate(args):
-    """Run the model and write the two videos and the still into the folder args.out; returns the animator."""
+    """Run the model and write the two videos and the still into the folder args.out; returns the pipeline."""
     check_output_dir(args.out, args.overwrite)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError("--max-frames must be at least 1")
+    if args.all_faces and not args.paste_back:
+        raise ValueError("--all-faces needs the paste-back; leave out --no-paste-back")
     checkpoint = checkpoint_of(args)
     source = read_image(args.source)
-    pose, expression, fps, shown = driving_clips(args)
-    with FaceLandmarker(num_faces=2) as landmarker:
-        check_one_face(landmarker, source, f"source image {args.source}")
-        check_one_face(landmarker, pose[0], "first driving frame")
-        animator = load_pipeline(checkpoint, landmarker, **sampling_options(args))
-        result = animator(source, pose, expression)
-    comparison = side_by_side(source, shown, result)
-    with staged_output_dir(args.out, args.overwrite) as staging:
-        write_video(staging / RESULT, result, fps)
-        write_video(staging / SIDE_BY_SIDE, comparison, fps)
-        write_image(staging / STILL, contact_sheet(comparison))
+    check_photo_size(source, f"source image {args.source}")
+    pose_path, expression_path = driving_paths(args)
+    with FaceLandmarker(num_faces=MAX_FACES) as landmarker:
+        points = source_faces(landmarker, source, args)
+        pose_track = track(landmarker, stream_clip(pose_path, args.max_frames), f"driving clip {pose_path}")
+        expression_track = None if expression_path is None else track(
+            landmarker, stream_clip(expression_path, args.max_frames), f"driving clip {expression_path}")
+        animator = load_pipeline(checkpoint, landmarker, args.batch, **sampling_options(args))
+        faces = [animator.source_face(source, p) for p in points]
+        if args.checkpoint is None and not all(looks_rendered(source, p) for p in points):
+            print(f"warning: the bundled model {checkpoint.name} was trained on synthetic heads (SynthHeads) only "
+                  f"and {args.source} does not look like one; pass --checkpoint with a model trained on real faces",
+                  file=sys.stderr)
+        count = min(len(pose_track), len(expression_track or pose_track))
+        frames = animator.animate(source, faces, pose_track, stream_clip(pose_path, count), expression_track,
+                                  None if expression_path is None else stream_clip(expression_path, count),
+                                  args.motion, args.paste_back)
+        picks, still = set(contact_picks(count).tolist()), []
+        audio, fps = expression_path or pose_path, video_fps(pose_path)
+        source_panel = None
+        with staged_output_dir(args.out, args.overwrite) as staging:
+            with H264Writer(staging / RESULT, fps, audio) as result_video, \
+                    H264Writer(staging / SIDE_BY_SIDE, fps, audio) as comparison_video:
+                for i, (pose, expression, result) in enumerate(tqdm.tqdm(frames, total=count, unit="frame",
+                                                                         disable=None, leave=False)):
+                    shown = [pose] if expression_path is None else [pose, expression]
+                    source_panel = panel(source, result.shape[0]) if source_panel is None else source_panel
+                    comparison = np.concatenate([source_panel] + [panel(f, result.shape[0]) for f in shown] +
+                                                [result], axis=1)
+                    result_video.write(result)
+                    comparison_video.write(comparison)
+                    if i in picks:
+                        still.append(comparison)
+            write_image(staging / STILL, np.concatenate(still, axis=0))
     return animator
 
 
@@ -169,7 +213,7 @@ def main(argv):
     print(f"animated {args.source} with {animator.description}")
     missing = animator.frames_without_face
     if missing["pose"] or missing["expression"]:
-        print(f"driving frames without a face (landmarks borrowed from the nearest frame): pose "
+        print(f"driving frames without a face (the nearest frame's motion held): pose "
               f"{missing['pose']}, expression {missing['expression']}")
     print(f"result:       {args.out / RESULT}")
     print(f"side by side: {args.out / SIDE_BY_SIDE} (still: {args.out / STILL})")

@@ -1,4 +1,4 @@
-"""The thin jitted wrapper of the diffusion engine: an animator checkpoint as two compiled calls.
+"""The thin jitted wrapper of the diffusion engine: an animator checkpoint as three compiled calls.
 
 `dex_jax.train.animator_checkpoint.read_animator` reads an export or training workdir: the train config (with
 `motion_model`, the Stage-1 model config of the frozen encoders), the animator's params and the frozen parts
@@ -6,11 +6,14 @@
 `infer.wrapper.MotionWrapper` it does no I/O, cropping or batching (that is `infer.pipeline`):
   encode(source (1, S, S, 3))  -> (reference tree, source pose (1, 3, 4)): the latent codec and the reference
                                   pass, run once per source
-  drive(reference, source pose, pose inputs (n, S, S, 3), expression inputs (n, E, E, 3)) -> (n, S, S, 3):
-                                  the frozen encoders give the driving poses and expression latents, DDIM with
-                                  guidance (`animator.sampler`) denoises, the codec decodes
+  motion(pose inputs (n, S, S, 3), expression inputs (n, E, E, 3)) -> (poses (n, 3, 4), expression latents):
+                                  the frozen encoders
+  drive(reference, source pose, pose inputs, expression inputs, motion reference) -> (n, S, S, 3):
+                                  `motion`, made relative to the motion reference unless it is None
+                                  (`infer.relative_motion`), then DDIM with guidance (`animator.sampler`)
+                                  denoises and the codec decodes
 with S = the config's data.image_size and E its data.expression_size (the sizes the animator was trained on),
-every image in [-1, 1]; `drive` broadcasts the one source over the n frames. `engine_functions` gives the two
+every image in [-1, 1]; `drive` broadcasts the one source over the n frames. `engine_functions` gives the
 functions unjitted, with the params as arguments (`bench animator` lowers them on abstract params).
 
 Sampling follows the config's `sampling` (steps, guidance, cfg, eta) unless overridden. Every frame of every
@@ -32,6 +35,7 @@ from dex_jax.animator.model import build_animator, check_warp_shapes, init_input
 from dex_jax.animator.motion_encoders import FROZEN_ENCODERS, motion_encoders
 from dex_jax.animator.sampler import CFG_MODES, make_animator_sampler
 from dex_jax.diffusion.schedule import SchedulerConfig
+from dex_jax.infer.relative_motion import apply_motion
 from dex_jax.infer.wrapper import inference_data_config
 from dex_jax.train.animator_checkpoint import check_motion_encoders
 from dex_jax.train.stages.warm_start import check_fits
@@ -93,10 +97,12 @@ def check_checkpoint(checkpoint, origin):
 
 
 def engine_functions(config, steps, cfg, eta, mesh=None):
-    """The diffusion engine's two pure functions (not jitted) for a checkpoint config, sampling `steps` DDIM steps
+    """The diffusion engine's three pure functions (not jitted) for a checkpoint config, sampling `steps` DDIM steps
     with `cfg` guidance and `eta`:
       encode(params, frozen, source (1, S, S, 3)) -> (reference tree, source pose (1, 3, 4))
-      drive(params, frozen, guidance, key, reference, source pose, pose inputs, expression inputs) -> images
+      motion(frozen, pose inputs, expression inputs) -> (poses (n, 3, 4), expression latents (n, D))
+      drive(params, frozen, guidance, key, reference, source pose, pose inputs, expression inputs,
+            motion reference=None) -> images
     `drive` starts every frame from the one noise draw of fold_in(key, 0) and feeds fold_in(key, 1) to the eta
     noise; with a `mesh`, the frames shard over its 'data' axis.
     """
@@ -104,28 +110,32 @@ def engine_functions(config, steps, cfg, eta, mesh=None):
     sample = make_animator_sampler(model, SchedulerConfig.from_dict(config.diffusion), steps, cfg, eta, mesh)
     noise_shape = (1, side, side, codec.channels)
 
-    def motion(frozen):
+    def encoder_params(frozen):
         return {name: frozen[name] for name in FROZEN_ENCODERS}
 
     def encode(params, frozen, source):
         latent = codec.encode(frozen.get("vae"), source)
-        return reference_features(model, params, latent), encoders.poses(motion(frozen), source)
+        return reference_features(model, params, latent), encoders.poses(encoder_params(frozen), source)
 
-    def drive(params, frozen, guidance, key, reference, source_pose, pose_inputs, expression_inputs):
+    def motion(frozen, pose_inputs, expression_inputs):
+        return (encoders.poses(encoder_params(frozen), pose_inputs),
+                encoders.expressions(encoder_params(frozen), expression_inputs))
+
+    def drive(params, frozen, guidance, key, reference, source_pose, pose_inputs, expression_inputs,
+              motion_reference=None):
         n = pose_inputs.shape[0]
-        condition = make_condition(jnp.broadcast_to(source_pose, (n, 3, 4)),
-                                   encoders.poses(motion(frozen), pose_inputs),
-                                   encoders.expressions(motion(frozen), expression_inputs))
+        poses, expressions = apply_motion(*motion(frozen, pose_inputs, expression_inputs), motion_reference)
+        condition = make_condition(jnp.broadcast_to(source_pose, (n, 3, 4)), poses, expressions)
         noise = jax.random.normal(jax.random.fold_in(key, 0), noise_shape, jnp.float32)
         latents = sample(params, reference, jnp.broadcast_to(noise, (n,) + noise_shape[1:]), condition, guidance,
                          jax.random.fold_in(key, 1))
         return codec.decode(frozen.get("vae"), latents)
 
-    return encode, drive
+    return encode, motion, drive
 
 
 class AnimatorWrapper:
-    """An animator checkpoint as jitted `encode` and `drive` (module docstring)."""
+    """An animator checkpoint as jitted `encode`, `motion` and `drive` (module docstring)."""
 
     def __init__(self, checkpoint, origin, steps=None, guidance=None, cfg=None, eta=None, seed=0, mesh=None):
         config = checkpoint.config
@@ -138,9 +148,10 @@ class AnimatorWrapper:
         guidance_text = "no guidance" if cfg == "none" else f"{cfg} CFG at w = {float(self.sampling['guidance']):g}"
         self.description = (f"{checkpoint.description}; DDIM {steps} steps, {guidance_text}"
                             f"{f', eta {eta:g}' if eta else ''}, seed {seed}")
-        encode, drive = engine_functions(config, steps, cfg, eta, mesh)
+        encode, motion, drive = engine_functions(config, steps, cfg, eta, mesh)
         replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
         params, frozen = jax.device_put((checkpoint.params, checkpoint.frozen), replicated)
         self.encode = functools.partial(jax.jit(encode), params, frozen)
+        self.motion = functools.partial(jax.jit(motion), frozen)
         self.drive = functools.partial(jax.jit(drive), params, frozen, jnp.float32(self.sampling["guidance"]),
                                        jax.random.key(seed))

@@ -1,22 +1,31 @@
-"""The inference pipeline of either engine: `animate(source, pose_frames, expression_frames) -> frames`.
+"""The inference pipeline of either engine: face crops, the model's inputs, batches, paste-back.
 
 It does the I/O-side work around a jitted model wrapper, `infer.wrapper.MotionWrapper` (Stage 1) or
-`infer.animator_wrapper.AnimatorWrapper` (the diffusion animator): finds faces, builds the model's inputs at the
-wrapper's `image_size` and `expression_size`, batches the driving frames in chunks of DRIVE_CHUNK and resizes
-the result to the source. `load_pipeline` picks the engine from the checkpoint's config (stage 'animator': the
-diffusion engine).
+`infer.animator_wrapper.AnimatorWrapper` (the diffusion animator), which both take
+drive(*encode(source), pose inputs, expression inputs, motion reference) at the wrapper's `image_size` (S) and
+`expression_size` (E). `load_pipeline` picks the engine from the checkpoint's config (stage 'animator':
+diffusion).
 
-The model's inputs are built as the training pipeline builds them (`dex_jax.data.pipeline`, `augment`), from
-MediaPipe landmarks of each driving frame (the landmarks `portrait_videos` records):
-  source            the frame resized to image_size;
-  pose input        the driving frame resized to image_size, the hulls of MediaPipe's eye + iris and lip points,
-                    dilated by data.mask_dilation of the face size, filled with data.mask_fill;
+The model's inputs are built from a crop framed as the training data is and its MediaPipe landmarks, as the
+training pipeline builds them (`dex_jax.data.pipeline`, `augment`):
+  source            the crop resized to S;
+  pose input        the crop resized to S, the hulls of MediaPipe's eye + iris and lip points, dilated by
+                    data.mask_dilation of the face size, filled with data.mask_fill;
   expression input  the square around the landmarks' bounding box (times data.expression_box_scale), not
-                    rotated, resized to expression_size.
-A driving frame without a face borrows the landmarks of the clip's nearest frame with one; in a clip without
-any face the whole frame is the face box and nothing is covered. Such frames are counted in
-`frames_without_face`. Generated frames are resized back to the source frame's size.
+                    rotated, resized to E.
+`animate` (the animate command's path) takes photos and videos at any size: the source faces and every driving
+frame are cropped with the data builder's crop (`infer.paste_back`, CROP_SIZE pixels, the driving boxes smoothed
+over time), the motion is relative (default) or absolute (`infer.relative_motion`), frames go through `drive` in
+batches of `batch` (the last one padded, so one compiled shape), and each result is pasted back into the
+full-resolution source, or returned as the crop at S. Videos are read twice, frames one at a time: a first pass
+(`track`) keeps each frame's landmarks only, a second crops and drives, so memory does not grow with the clip.
+A driving frame without a face borrows the landmarks of the clip's nearest frame with one (its motion is held);
+such frames are counted in `frames_without_face`.
+`__call__(source, pose_frames, expression_frames)` takes frames that already are such crops (evaluation's
+benchmarks): whole frames, absolute motion, results resized to the source's size.
 """
+
+import dataclasses
 
 import jax
 import numpy as np
@@ -24,9 +33,11 @@ import numpy as np
 from dex_jax.data.augment import expression_crop, pose_input
 from dex_jax.data.pipeline import rescale_points
 from dex_jax.face.landmarker import FaceLandmarker, check_rgb_uint8, observe_frames
-from dex_jax.face.regions import MEDIAPIPE_REGIONS, masked_groups
 from dex_jax.image import resize, to_float, to_model, to_uint8
 from dex_jax.infer.animator_wrapper import AnimatorWrapper
+from dex_jax.infer.faces import MAX_FACES
+from dex_jax.infer.paste_back import EYES_AND_MOUTH, crop, crop_points, face_box, paste_back, smooth_boxes
+from dex_jax.infer.relative_motion import MOTIONS
 from dex_jax.infer.wrapper import MotionWrapper, read_generator
 from dex_jax.parallel import make_mesh
 from dex_jax.train.animator_checkpoint import STAGE as ANIMATOR_STAGE
@@ -34,7 +45,6 @@ from dex_jax.train.animator_checkpoint import read_animator
 from dex_jax.train.checkpoint import checkpoint_paths, read_train_config
 
 DRIVE_CHUNK = 8
-MASKED_GROUPS = masked_groups(MEDIAPIPE_REGIONS)
 
 
 def nearest_faces(found):
@@ -61,18 +71,89 @@ def check_clip(frames, what):
     return frames
 
 
-class MotionPipeline:
-    """animate(source (H, W, 3) uint8, pose_frames, expression_frames (T, h, w, 3) uint8) -> (T, H, W, 3) uint8."""
+def largest_face(landmarker, frame):
+    """Landmarks (478, 2) of the largest face MediaPipe finds in the whole frame, or None."""
+    faces = [face.landmarks[:, :2] for face in landmarker.detect_all(frame)]
+    return max(faces, key=lambda points: face_box(points)[2]) if faces else None
 
-    def __init__(self, wrapper, data_config, landmarker):
-        self.wrapper = wrapper
+
+@dataclasses.dataclass
+class Track:
+    """A driving clip's first pass: per frame the landmarks (T, 478, 2) in frame pixels (the nearest frame's where
+    a frame has no face) and the data builder's crop boxes (T, 3), smoothed over time; frames without a face."""
+
+    points: np.ndarray
+    boxes: np.ndarray
+    missing: int
+
+    def __len__(self):
+        return len(self.points)
+
+
+def track(landmarker, frames, what):
+    """The Track of an iterable of frames (one at a time); ValueError when no frame shows a face."""
+    found = [largest_face(landmarker, frame) for frame in frames]
+    nearest = nearest_faces([points is not None for points in found])
+    if nearest is None:
+        raise ValueError(f"no face found in any frame of the {what}")
+    points = np.stack([found[i] for i in nearest]).astype(np.float32)
+    return Track(points, smooth_boxes(np.stack([face_box(p) for p in points])), int(sum(p is None for p in found)))
+
+
+@dataclasses.dataclass
+class SourceFace:
+    """One face of the source photo: its crop box, its encoding and its own motion (pose, expression latent)."""
+
+    box: np.ndarray
+    encoded: tuple
+    motion: tuple
+
+
+class MotionPipeline:
+    """The pipeline of one engine's wrapper (module docstring)."""
+
+    def __init__(self, wrapper, data_config, landmarker, batch=DRIVE_CHUNK):
+        if batch < 1:
+            raise ValueError(f"--batch must be at least 1, got {batch}")
+        self.wrapper, self.batch = wrapper, batch
         self.image_size, self.expression_size = wrapper.image_size, wrapper.expression_size
         self.description = wrapper.description
         self.data_config = data_config
         self.landmarker = landmarker
         self.frames_without_face = {"pose": 0, "expression": 0}
 
-    def faces(self, frames):
+    # ---- the model's inputs, from a training-framed crop and its landmarks
+    def pose_input(self, image, points, box):
+        """(S, S, 3) pose input in [-1, 1] of a crop with landmarks `points` and face `box` (x0, y0, x1, y1) in its
+        pixels (points None: nothing covered)."""
+        size, data = self.image_size, self.data_config
+        model_image = to_model(image, size)
+        if points is None or not data.mask_pose_input:
+            return model_image
+        factor = np.array([size / image.shape[1], size / image.shape[0]])
+        return pose_input(model_image, rescale_points(points, factor), EYES_AND_MOUTH,
+                          rescale_points(box.reshape(2, 2), factor).reshape(4), data.mask_dilation, data.mask_fill)[0]
+
+    def expression_input(self, image, box):
+        """(E, E, 3) expression input in [-1, 1]: the square around face `box` of a crop, resized."""
+        return to_float(expression_crop(image, box, self.expression_size, 0.0, self.data_config.expression_box_scale))
+
+    def inputs(self, image, points):
+        """(pose input, expression input) of a crop and its landmarks in crop pixels."""
+        box = np.concatenate([points.min(0), points.max(0)])
+        return self.pose_input(image, points, box), self.expression_input(image, box)
+
+    def _drive(self, encoded, poses, expressions, reference):
+        """uint8 results of the rows of `poses`, `expressions`, in batches of self.batch (the last one padded)."""
+        n, outputs = len(poses), []
+        for start in range(0, n, self.batch):
+            take = np.minimum(np.arange(start, start + self.batch), n - 1)
+            images = self.wrapper.drive(*encoded, poses[take], expressions[take], reference)
+            outputs.append(to_uint8(images)[: min(self.batch, n - start)])
+        return np.concatenate(outputs)
+
+    # ---- evaluation: frames that already are crops, absolute motion
+    def frame_faces(self, frames):
         """Per frame (landmarks (478, 2) or None, face box (x0, y0, x1, y1)) in frame pixels; frames without a face."""
         observed = observe_frames(self.landmarker, frames)
         missing = int(np.sum(~observed["found"]))
@@ -83,27 +164,8 @@ class MotionPipeline:
         points = observed["landmarks"][nearest, :, :2]
         return [(p, np.concatenate([p.min(0), p.max(0)])) for p in points], missing
 
-    def pose_inputs(self, frames, faces):
-        """(T, S, S, 3) pose inputs in [-1, 1]: resized frames with eyes and mouth covered."""
-        size, data = self.image_size, self.data_config
-        inputs = []
-        for frame, (points, box) in zip(frames, faces):
-            image = to_model(frame, size)
-            if points is not None and data.mask_pose_input:
-                factor = np.array([size / frame.shape[1], size / frame.shape[0]])
-                image, _ = pose_input(image, rescale_points(points, factor), MASKED_GROUPS,
-                                      rescale_points(box.reshape(2, 2), factor).reshape(4), data.mask_dilation,
-                                      data.mask_fill)
-            inputs.append(image)
-        return np.stack(inputs)
-
-    def expression_inputs(self, frames, faces):
-        """(T, E, E, 3) expression inputs in [-1, 1]: the face squares, resized."""
-        size, scale = self.expression_size, self.data_config.expression_box_scale
-        crops = [expression_crop(frame, box, size, 0.0, scale) for frame, (_, box) in zip(frames, faces)]
-        return to_float(np.stack(crops))
-
     def __call__(self, source, pose_frames, expression_frames):
+        """(T, H, W, 3) uint8 results of a source crop (H, W, 3) driven by crops (T, h, w, 3) (module docstring)."""
         source = np.asarray(source)
         check_rgb_uint8(source)
         pose_frames = check_clip(pose_frames, "pose_frames")
@@ -111,31 +173,82 @@ class MotionPipeline:
         if len(pose_frames) != len(expression_frames):
             raise ValueError(f"pose and expression clips differ in length: {len(pose_frames)} vs "
                              f"{len(expression_frames)}")
-        pose_faces, missing = self.faces(pose_frames)
+        pose_faces, missing = self.frame_faces(pose_frames)
         self.frames_without_face["pose"] += missing
         if expression_frames is not pose_frames:
-            expression_faces, missing = self.faces(expression_frames)
+            expression_faces, missing = self.frame_faces(expression_frames)
         else:
             expression_faces = pose_faces
         self.frames_without_face["expression"] += missing
         encoded = self.wrapper.encode(to_model(source, self.image_size)[None])
-        poses = self.pose_inputs(pose_frames, pose_faces)
-        expressions = self.expression_inputs(expression_frames, expression_faces)
-        n, outputs = len(poses), []
-        for start in range(0, n, DRIVE_CHUNK):
-            take = np.minimum(np.arange(start, start + DRIVE_CHUNK), n - 1)
-            images = self.wrapper.drive(*encoded, poses[take], expressions[take])
-            outputs.append(to_uint8(images)[: min(DRIVE_CHUNK, n - start)])
-        return resize_frames(np.concatenate(outputs), *source.shape[:2])
+        poses = np.stack([self.pose_input(f, *face) for f, face in zip(pose_frames, pose_faces)])
+        expressions = np.stack([self.expression_input(f, box) for f, (_, box) in zip(expression_frames,
+                                                                                   expression_faces)])
+        return resize_frames(self._drive(encoded, poses, expressions, None), *source.shape[:2])
+
+    # ---- animate: photos and videos at any size
+    def source_face(self, image, points):
+        """The SourceFace of the face with landmarks `points` (478, 2) in the photo `image`."""
+        box = face_box(points)
+        face_crop = crop(image, box)
+        pose, expression = self.inputs(face_crop, crop_points(points, box))
+        encoded = self.wrapper.encode(to_model(face_crop, self.image_size)[None])
+        return SourceFace(box, encoded, (encoded[-1], self.wrapper.motion(pose[None], expression[None])[1]))
+
+    def driving_inputs(self, frame, points, box):
+        """(pose input, expression input) of one driving frame, cropped by `box`."""
+        driving_crop = crop(frame, box)
+        return self.inputs(driving_crop, crop_points(points, box))
+
+    def animate(self, source, faces, pose_track, pose_frames, expression_track=None, expression_frames=None,
+                motion="relative", paste=True):
+        """Yield (pose frame, expression frame, result) for each driving frame (module docstring).
+
+        source: the (H, W, 3) uint8 photo; faces: its SourceFaces, each animated and pasted back (paste=False: one
+        face, the result is its crop at S); pose_frames and expression_frames: iterables of the frames that
+        pose_track and expression_track tracked (expression None: the pose clip drives both).
+        """
+        if motion not in MOTIONS:
+            raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
+        if not paste and len(faces) != 1:
+            raise ValueError("without paste-back only one face can be animated")
+        same = expression_track is None
+        expression_track = pose_track if same else expression_track
+        self.frames_without_face["pose"] += pose_track.missing
+        self.frames_without_face["expression"] += expression_track.missing
+        frames = iter(((f, f) for f in pose_frames) if same else zip(pose_frames, expression_frames))
+        n, first = min(len(pose_track), len(expression_track)), None
+        for start in range(0, n, self.batch):
+            batch = [next(frames) for _ in range(min(self.batch, n - start))]
+            indices = range(start, start + len(batch))
+            poses = np.stack([self.driving_inputs(p, pose_track.points[i], pose_track.boxes[i])[0]
+                              for (p, _), i in zip(batch, indices)])
+            expressions = np.stack([self.driving_inputs(e, expression_track.points[i], expression_track.boxes[i])[1]
+                                    for (_, e), i in zip(batch, indices)])
+            if motion == "relative" and first is None:  # the first batch's first row is each clip's first frame
+                first = self.wrapper.motion(poses[:1], expressions[:1])
+            results = []
+            for face in faces:
+                reference = None if motion == "absolute" else (*face.motion, *first)
+                results.append(self._drive(face.encoded, poses, expressions, reference))
+            for k, (pose_frame, expression_frame) in enumerate(batch):
+                if not paste:
+                    yield pose_frame, expression_frame, results[0][k]
+                    continue
+                out = source
+                for face, result in zip(faces, results):
+                    out = paste_back(out, result[k], face.box)
+                yield pose_frame, expression_frame, out
 
 
-def load_motion_model(checkpoint_dir, landmarker=None):
+def load_motion_model(checkpoint_dir, landmarker=None, batch=DRIVE_CHUNK):
     """A MotionPipeline of the newest intact step under `checkpoint_dir` (module docstring); EMA params if any.
 
-    landmarker: the MediaPipe FaceLandmarker that finds the driving faces (default: a new one).
+    landmarker: the MediaPipe FaceLandmarker that finds the faces (default: a new one, up to MAX_FACES faces).
     """
     model, params, data, description = read_generator(checkpoint_dir)
-    return MotionPipeline(MotionWrapper(model, params, description), data, landmarker or FaceLandmarker())
+    return MotionPipeline(MotionWrapper(model, params, description), data,
+                          landmarker or FaceLandmarker(num_faces=MAX_FACES), batch)
 
 
 def checkpoint_stage(checkpoint_dir):
@@ -143,12 +256,13 @@ def checkpoint_stage(checkpoint_dir):
     return read_train_config(checkpoint_paths(checkpoint_dir)[1]).get("stage")
 
 
-def load_pipeline(checkpoint_dir, landmarker=None, **sampling):
-    """The pipeline of the checkpoint at `checkpoint_dir`, with the engine its config names.
+def load_pipeline(checkpoint_dir, landmarker=None, batch=DRIVE_CHUNK, **sampling):
+    """The pipeline of the checkpoint at `checkpoint_dir`, with the engine its config names, driving `batch`
+    frames per call.
 
     An animator run or export (config.stage 'animator'): the diffusion engine, sampled with the config's
     `sampling` where `sampling` (steps, guidance, cfg, eta; seed, default 0) leaves a value None; on several
-    devices that divide DRIVE_CHUNK, each batch of frames is sharded over them (a 'data' mesh).
+    devices that divide `batch`, each batch of frames is sharded over them (a 'data' mesh).
     Anything else: the Stage-1 engine (`load_motion_model`), which takes no sampling options (a ValueError if
     any is not None).
     """
@@ -157,8 +271,8 @@ def load_pipeline(checkpoint_dir, landmarker=None, **sampling):
         if given:
             raise ValueError(f"{checkpoint_dir} is a Stage-1 model: {', '.join(sorted(given))} apply to an "
                              "animator checkpoint only")
-        return load_motion_model(checkpoint_dir, landmarker)
+        return load_motion_model(checkpoint_dir, landmarker, batch)
     devices = jax.device_count()
-    mesh = make_mesh({"data": -1}) if devices > 1 and DRIVE_CHUNK % devices == 0 else None
+    mesh = make_mesh({"data": -1}) if devices > 1 and batch % devices == 0 else None
     wrapper = AnimatorWrapper(read_animator(checkpoint_dir), checkpoint_dir, mesh=mesh, **given)
-    return MotionPipeline(wrapper, wrapper.data_config, landmarker or FaceLandmarker())
+    return MotionPipeline(wrapper, wrapper.data_config, landmarker or FaceLandmarker(num_faces=MAX_FACES), batch)

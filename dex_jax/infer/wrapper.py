@@ -1,4 +1,4 @@
-"""The thin jitted Stage-1 model wrapper: a checkpoint's generator as two compiled calls.
+"""The thin jitted Stage-1 model wrapper: a checkpoint's generator as three compiled calls.
 
 Checkpoint layout (dex_jax.train): a training workdir holds WORKDIR/config.json (the train config with its
 `model` and `data` sections) and WORKDIR/checkpoints/<step>/state (orbax, the TrainState as a nested dict:
@@ -7,11 +7,14 @@ params/generator, ema/generator, step, ...). The newest intact step is read with
 params. The checkpoint path may name the workdir or its checkpoints/ folder.
 
 `MotionWrapper` holds the params and does no I/O, cropping or batching (that is `infer.pipeline`):
-  encode(source (1, S, S, 3))                     -> (appearance volume, appearance latent, source pose)
-  drive(volume, latent, source pose, pose inputs (n, S, S, 3), expression inputs (n, E, E, 3)) -> (n, S, S, 3)
-with S = `image_size`, E = `expression_size` and every image in [-1, 1]; `drive` broadcasts the one source over
-the n driving frames. (`infer.animator_wrapper.AnimatorWrapper` is the diffusion engine's counterpart: the
-pipeline calls either as drive(*encode(source), pose inputs, expression inputs).)
+  encode(source (1, S, S, 3))  -> (appearance volume, appearance latent, source pose (1, 3, 4))
+  motion(pose inputs (n, S, S, 3), expression inputs (n, E, E, 3)) -> (poses (n, 3, 4), expression latents (n, D))
+  drive(volume, latent, source pose, pose inputs, expression inputs, reference) -> (n, S, S, 3)
+with S = `image_size`, E = `expression_size`, every image in [-1, 1] and poses P = [sR t]; `drive` broadcasts the
+one source over the n driving frames and moves it with absolute motion (reference None) or relative to
+reference = (source pose, source expression, first driving pose, first driving expression), one row each
+(`infer.relative_motion`). (`infer.animator_wrapper.AnimatorWrapper` is the diffusion engine's counterpart: the
+pipeline calls either as drive(*encode(source), pose inputs, expression inputs, reference).)
 """
 
 import functools
@@ -21,33 +24,39 @@ import jax.numpy as jnp
 import numpy as np
 
 from dex_jax.data.pipeline import default_config as data_defaults
-from dex_jax.motion.generator import build_motion_generator
+from dex_jax.infer.relative_motion import apply_motion
+from dex_jax.motion.generator import build_motion_generator, pose_to_matrix
 from dex_jax.train.checkpoint import checkpoint_paths, generator_params, read_checkpoint, read_train_config
 
 
 def _encode(model, params, source):
     def run(module, image):
         volume, latent = module.encode_appearance(image)
-        return volume, latent, module.encode_pose(image)
+        return volume, latent, pose_to_matrix(module.encode_pose(image))
 
     return model.apply({"params": params}, source, method=run)
 
 
-def _drive(model, params, volume, latent, source_pose, pose_inputs, expression_inputs):
+def _motion(model, params, pose_inputs, expression_inputs):
+    def run(module):
+        return pose_to_matrix(module.encode_pose(pose_inputs)), module.encode_expression(expression_inputs)
+
+    return model.apply({"params": params}, method=run)
+
+
+def _drive(model, params, volume, latent, source_pose, pose_inputs, expression_inputs, reference=None):
     n = pose_inputs.shape[0]
 
     def tile(x):
         return jnp.broadcast_to(x, (n,) + x.shape[1:])
 
-    def run(module):
-        return module.render(tile(volume), tile(latent), jax.tree.map(tile, source_pose),
-                             module.encode_pose(pose_inputs), module.encode_expression(expression_inputs))
-
-    return model.apply({"params": params}, method=run)
+    poses, expressions = apply_motion(*_motion(model, params, pose_inputs, expression_inputs), reference)
+    return model.apply({"params": params}, tile(volume), tile(latent), tile(source_pose), poses, expressions,
+                       method="render")
 
 
 class MotionWrapper:
-    """A Stage-1 generator and its params as jitted `encode` and `drive` (module docstring)."""
+    """A Stage-1 generator and its params as jitted `encode`, `motion` and `drive` (module docstring)."""
 
     def __init__(self, model_config, params, description="motion generator"):
         self.model_config = model_config
@@ -56,9 +65,8 @@ class MotionWrapper:
         self.params = params
         self.description = description
         model = build_motion_generator(model_config)
-        encode, drive = jax.jit(functools.partial(_encode, model)), jax.jit(functools.partial(_drive, model))
-        self.encode = functools.partial(encode, params)
-        self.drive = functools.partial(drive, params)
+        self.encode, self.motion, self.drive = (functools.partial(jax.jit(functools.partial(f, model)), params)
+                                                for f in (_encode, _motion, _drive))
 
 
 def inference_data_config(config):

@@ -51,8 +51,9 @@ class MotionGenerator(nn.Module):
         return self.expression(crop)
 
     def render(self, volume, appearance_latent, source_pose, driving_pose, expression_latent):
-        """Decode the source volume re-posed from `source_pose` to `driving_pose` with an expression latent."""
-        warped = geometry.warp_volume(volume, pose_to_matrix(source_pose), pose_to_matrix(driving_pose))
+        """Decode the source volume re-posed from `source_pose` to `driving_pose` (P = [sR t], (N, 3, 4)) with an
+        expression latent."""
+        warped = geometry.warp_volume(volume, source_pose, driving_pose)
         features = self.fusion(volume, warped)
         style = jnp.concatenate([appearance_latent, expression_latent.astype(appearance_latent.dtype)], -1)
         return self.decoder(features, style)
@@ -74,7 +75,7 @@ class MotionGenerator(nn.Module):
         source_pose, driving_pose = repeat(self.encode_pose(source)), self.encode_pose(pose_input)
         warp_poses = jax.lax.stop_gradient((source_pose, driving_pose)) if detach_pose else (source_pose, driving_pose)
         expression_latent = self.encode_expression(expression_input)
-        image = self.render(volume, appearance_latent, *warp_poses, expression_latent)
+        image = self.render(volume, appearance_latent, *map(pose_to_matrix, warp_poses), expression_latent)
         return image, source_pose, driving_pose, expression_latent
 
     def __call__(self, source, pose_input, expression_input):
