@@ -219,3 +219,28 @@ def test_bad_input_raises():
         warp_volume(volume, IDENTITY, np.zeros((1, 4, 4)))
     with pytest.raises(ValueError, match="height"):
         geometry.ray_map(IDENTITY, 0, 4)
+
+
+def test_a_blob_moves_from_its_source_pose_to_its_driving_pose():
+    # A canonical point X sits at P_s X in the source volume; warped from P_s to P_d it must land at
+    # P_d X = (P_d P_s^-1) (P_s X). Both poses rotate about all three axes, translate and scale, so a warp that
+    # composes them in another order (or swaps them) puts the blob elsewhere.
+    size = 24
+    point = np.array([0.3, -0.25, 0.2])
+    pose_src = np.asarray(pose_from_params(0.5, -0.4, 0.0, 0.1, -0.05, 0.9), np.float64)
+    pose_drv = np.asarray(pose_from_params(-0.2, 0.3, 0.6, -0.1, 0.08, 1.15), np.float64)
+
+    def place(pose):
+        return pose[:, :3] @ point + pose[:, 3]
+
+    centres = np.asarray(geometry.voxel_centres(size, size, size), np.float64)
+    sigma = 1.5 * 2 / size  # 1.5 voxels
+    blob = np.exp(-np.sum((centres - place(pose_src)) ** 2, -1) / (2 * sigma ** 2))
+    warped = np.asarray(warp_volume(blob[None, ..., None].astype(np.float32), pose_src[None].astype(np.float32),
+                                    pose_drv[None].astype(np.float32)))[0, ..., 0]
+    centroid = np.einsum("dhwc,dhw->c", centres, warped) / warped.sum()
+    voxel = 2 / size
+    assert warped.sum() > 0.5 * blob.sum()  # inside the volume after the warp
+    np.testing.assert_allclose(centroid, place(pose_drv), atol=0.25 * voxel)
+    assert np.linalg.norm(place(pose_drv) - place(pose_src)) > 2 * voxel  # the blob moves, by more than its width
+    # P_s^-1 P_d P_s X, where the reversed composition (grid P_d^-1 P_s) would put it, is 3 voxels away
