@@ -179,7 +179,7 @@ def test_export_over_an_existing_folder_keeps_it_when_the_new_one_fails(run, tmp
     out.mkdir()
     (out / "keep.txt").write_text("the previous export")
 
-    def failing_plot(metrics_path, png_path):
+    def failing_plot(metrics_path, png_path, curves):
         raise OSError("plotting failed")
 
     (run / "metrics.jsonl").write_text('{"step": 1, "l1": 0.5}\n')

@@ -1,19 +1,23 @@
 """Inference crop and paste-back: the data builder's crop, output at the source's size with its pixels outside the
-mask, relative motion, small and several faces, the SynthHeads render rule."""
+mask, the SynthHeads framing, relative motion, small and several faces, the SynthHeads render rule."""
 
 import cv2
+import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from skimage import data
 
 from dex_jax import geometry
+from dex_jax.data.synth_heads import render_frames, sample_expression, sample_pose
 from dex_jax.data.tfds_portrait_videos import PortraitVideosConfig, face_record
 from dex_jax.data.video_io import read_image
 from dex_jax.face.landmarker import FaceLandmarker
 from dex_jax.infer.animate import DEFAULTS
 from dex_jax.infer.faces import MAX_FACES, check_photo_size, find_faces
-from dex_jax.infer.paste_back import crop, face_box, paste_back, paste_mask, smooth_boxes
+from dex_jax.infer.paste_back import (PORTRAIT_VIDEOS, SYNTH_HEADS, crop, face_box, paste_back, paste_mask,
+                                      smooth_boxes, training_framing)
 from dex_jax.infer.relative_motion import apply_motion, relative_pose
 from dex_jax.infer.render_check import looks_rendered
 
@@ -122,3 +126,33 @@ def test_synth_heads_renders_are_told_from_real_photos(landmarker):
     assert looks_rendered(jpeg, landmarker.detect(jpeg).landmarks)
     for frame in [framed_astronaut(560, 700, at=(20, 100)), cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)]:
         assert not looks_rendered(frame, landmarker.detect(frame).landmarks)
+
+
+def test_synth_heads_framing_matches_the_renders_own_frame(landmarker):
+    # Renders of other identities and poses than the calibration's: the SYNTH_HEADS box is the render's frame
+    # (median side ratio 1 within 5%, centre within 2% of the side); the portrait_videos box is wider by 8%.
+    side, n = 256, 24
+    keys = jax.random.split(jax.random.PRNGKey(7), 2)
+    images = np.asarray(render_frames(np.arange(n) + 500, sample_pose(keys[0], (n,)), sample_expression(keys[1], (n,)),
+                                      side, side)["image"])
+    points = [face.landmarks for face in map(landmarker.detect, images) if face is not None]
+    assert len(points) >= n - 2
+
+    def framing_of(framing):
+        boxes = np.array([face_box(p, framing) for p in points])
+        centre = (side - 1) / 2
+        return (np.median(side / boxes[:, 2]), np.median(np.abs(boxes[:, 0] - centre) / boxes[:, 2]),
+                np.median((boxes[:, 1] - centre) / boxes[:, 2]))
+
+    ratio, dx, dy = framing_of(SYNTH_HEADS)
+    assert 0.95 <= ratio <= 1.05 and dx < 0.04 and abs(dy) < 0.02, (ratio, dx, dy)
+    assert framing_of(PORTRAIT_VIDEOS)[0] < 0.95
+
+
+def test_the_framing_follows_the_training_dataset():
+    def config(path):
+        return ml_collections.ConfigDict({"dataset_dir": path})
+
+    assert training_framing(config("/data/synth_heads/cpu128/1.0.0")) == SYNTH_HEADS
+    assert training_framing(config("/data/portrait_videos/default/1.0.0")) == PORTRAIT_VIDEOS
+    assert training_framing(config("")) == PORTRAIT_VIDEOS

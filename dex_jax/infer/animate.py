@@ -11,8 +11,8 @@ drives the other. Clips of different lengths are cut to the shorter one.
 
 The source photo may have any size (32 to 8192 pixels a side) and several faces: the largest is animated
 unless --face N (1: the largest) or --all-faces (each, with the same driver). Each face and every driving frame
-is cropped as the training data is (the `data build portrait_videos` crop; the driving crops smoothed over
-time), and the result is pasted back into the full-resolution source with a feathered mask: result.mp4 has the
+is cropped as the model's training data is (the `data build portrait_videos` crop, or for a model trained on
+SynthHeads the same crop framed as the renders are; the driving crops smoothed over time), and the result is pasted back into the full-resolution source with a feathered mask: result.mp4 has the
 source's size, and outside the mask the source's pixels. --no-paste-back writes the face crop at the model's
 resolution instead. Motion is relative by default (the driving pose and expression relative to the driving
 clip's first frame, applied to the source's own; the LivePortrait default for another person's face);
@@ -174,10 +174,12 @@ def animate(args):
     pose_path, expression_path = driving_paths(args)
     with FaceLandmarker(num_faces=MAX_FACES) as landmarker:
         points = source_faces(landmarker, source, args)
-        pose_track = track(landmarker, stream_clip(pose_path, args.max_frames), f"driving clip {pose_path}")
-        expression_track = None if expression_path is None else track(
-            landmarker, stream_clip(expression_path, args.max_frames), f"driving clip {expression_path}")
         animator = load_pipeline(checkpoint, landmarker, args.batch, **sampling_options(args))
+        pose_track = track(landmarker, stream_clip(pose_path, args.max_frames), f"driving clip {pose_path}",
+                           animator.framing)
+        expression_track = None if expression_path is None else track(
+            landmarker, stream_clip(expression_path, args.max_frames), f"driving clip {expression_path}",
+            animator.framing)
         faces = [animator.source_face(source, p) for p in points]
         if args.checkpoint is None and not all(looks_rendered(source, p) for p in points):
             print(f"warning: the bundled model {checkpoint.name} was trained on synthetic heads (SynthHeads) only "

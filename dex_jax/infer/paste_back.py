@@ -1,8 +1,11 @@
 """Face crop and paste-back geometry of inference: the data builder's crop, smoothed over time for video, and the
 feathered paste of a generated crop back into the full-resolution frame.
 
-Crop: `face_box(points)` is `data.face_crop.crop_box` with the parameters `data build portrait_videos` uses
-(CROP_SCALE, CROP_VY_RATIO, MediaPipe's eye and mouth groups) and `crop(frame, box)` resamples the box to
+Crop: `face_box(points, framing)` is `data.face_crop.crop_box` on MediaPipe's eye and mouth groups with the
+framing of the data the model trained on (`training_framing`): PORTRAIT_VIDEOS, the parameters `data build
+portrait_videos` crops with (CROP_SCALE, CROP_VY_RATIO), or SYNTH_HEADS, the same crop scaled and shifted so that
+on SynthHeads renders (whole frames, never cropped) the box matches the render's own frame, measured on 96
+renders of held-out identities at 256x256 (`tests/test_paste_back.py` checks it). `crop(frame, box)` resamples the box to
 CROP_SIZE x CROP_SIZE as that builder does (`face_crop.warp`, black outside the frame); the model's input is this
 crop resized to its image size, as the training pipeline resizes the builder's crops. Boxes are (cx, cy, size) in
 frame pixels, crops axis-aligned (the head's roll stays in the picture, as in training).
@@ -13,6 +16,9 @@ computed: every frame pixel where m = 0 (outside the box, or outside the frame) 
 and the output has the frame's size whatever its aspect ratio.
 """
 
+import dataclasses
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -22,11 +28,33 @@ from dex_jax.face.regions import MEDIAPIPE_REGIONS, masked_groups
 FEATHER = 0.1  # the mask's linear ramp, a fraction of the crop's side
 BOX_SMOOTHING = 2.0  # standard deviation, in frames, of the Gaussian that smooths a video's crop boxes
 EYES_AND_MOUTH = masked_groups(MEDIAPIPE_REGIONS)
+# The portrait_videos crop scaled by the median ratio of the render's side to that crop's side on SynthHeads
+# renders, and moved down by the median offset of the render's centre from that crop's centre
+SYNTH_HEADS_SCALE = CROP_SCALE * 0.918
+SYNTH_HEADS_VY_RATIO = -0.036
 
 
-def face_box(points):
-    """(cx, cy, size) of the data builder's crop around MediaPipe's (478, 2+) landmarks in frame pixels."""
-    return crop_box(np.asarray(points)[:, :2], *EYES_AND_MOUTH, CROP_SCALE, CROP_VY_RATIO)
+@dataclasses.dataclass(frozen=True)
+class Framing:
+    """How large a face's crop box is and where it sits: `face_crop.crop_box`'s scale and vy_ratio."""
+
+    scale: float
+    vy_ratio: float
+
+
+PORTRAIT_VIDEOS = Framing(CROP_SCALE, CROP_VY_RATIO)
+SYNTH_HEADS = Framing(SYNTH_HEADS_SCALE, SYNTH_HEADS_VY_RATIO)
+
+
+def training_framing(data_config):
+    """The Framing of the data a model's config trained on: SYNTH_HEADS for a synth_heads dataset, else
+    PORTRAIT_VIDEOS."""
+    return SYNTH_HEADS if "synth_heads" in Path(data_config.get("dataset_dir") or "").parts else PORTRAIT_VIDEOS
+
+
+def face_box(points, framing=PORTRAIT_VIDEOS):
+    """(cx, cy, size) of the crop around MediaPipe's (478, 2+) landmarks in frame pixels, framed as `framing`."""
+    return crop_box(np.asarray(points)[:, :2], *EYES_AND_MOUTH, framing.scale, framing.vy_ratio)
 
 
 def crop(frame, box, size=CROP_SIZE):

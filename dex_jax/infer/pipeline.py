@@ -36,7 +36,8 @@ from dex_jax.face.landmarker import FaceLandmarker, check_rgb_uint8, observe_fra
 from dex_jax.image import resize, to_float, to_model, to_uint8
 from dex_jax.infer.animator_wrapper import AnimatorWrapper
 from dex_jax.infer.faces import MAX_FACES
-from dex_jax.infer.paste_back import EYES_AND_MOUTH, crop, crop_points, face_box, paste_back, smooth_boxes
+from dex_jax.infer.paste_back import (EYES_AND_MOUTH, PORTRAIT_VIDEOS, crop, crop_points, face_box, paste_back,
+                                      smooth_boxes, training_framing)
 from dex_jax.infer.relative_motion import MOTIONS
 from dex_jax.infer.wrapper import MotionWrapper, read_generator
 from dex_jax.parallel import make_mesh
@@ -90,14 +91,16 @@ class Track:
         return len(self.points)
 
 
-def track(landmarker, frames, what):
-    """The Track of an iterable of frames (one at a time); ValueError when no frame shows a face."""
+def track(landmarker, frames, what, framing=PORTRAIT_VIDEOS):
+    """The Track of an iterable of frames (one at a time), its boxes framed as `framing`; ValueError when no frame
+    shows a face."""
     found = [largest_face(landmarker, frame) for frame in frames]
     nearest = nearest_faces([points is not None for points in found])
     if nearest is None:
         raise ValueError(f"no face found in any frame of the {what}")
     points = np.stack([found[i] for i in nearest]).astype(np.float32)
-    return Track(points, smooth_boxes(np.stack([face_box(p) for p in points])), int(sum(p is None for p in found)))
+    boxes = smooth_boxes(np.stack([face_box(p, framing) for p in points]))
+    return Track(points, boxes, int(sum(p is None for p in found)))
 
 
 @dataclasses.dataclass
@@ -119,6 +122,7 @@ class MotionPipeline:
         self.image_size, self.expression_size = wrapper.image_size, wrapper.expression_size
         self.description = wrapper.description
         self.data_config = data_config
+        self.framing = training_framing(data_config)  # crops framed as the model's training data
         self.landmarker = landmarker
         self.frames_without_face = {"pose": 0, "expression": 0}
 
@@ -189,7 +193,7 @@ class MotionPipeline:
     # ---- animate: photos and videos at any size
     def source_face(self, image, points):
         """The SourceFace of the face with landmarks `points` (478, 2) in the photo `image`."""
-        box = face_box(points)
+        box = face_box(points, self.framing)
         face_crop = crop(image, box)
         pose, expression = self.inputs(face_crop, crop_points(points, box))
         encoded = self.wrapper.encode(to_model(face_crop, self.image_size)[None])

@@ -31,6 +31,7 @@ from dex_jax.train.checkpoint import (Checkpointer, checkpoint_paths, generator_
 from dex_jax.train.stages.warm_start import check_fits, trained_model_config
 
 STAGE = "animator"
+PART_NAMES = {"unet": "UNet", "vae": "VAE"}
 
 
 class AnimatorCheckpoint(NamedTuple):
@@ -82,6 +83,18 @@ def check_motion_encoders(config, motion_model, encoders, origin, key="motion_fr
                          f"model.expression_latent_dim is {config.model.expression_latent_dim}")
 
 
+def converted_part(origin, part, key):
+    """(module, params) of `part` ('unet' or 'vae') in the `dex-portrait convert diffusers` folder `origin`;
+    ValueError naming the config `key` that gave it when the folder does not load or holds no such part."""
+    try:
+        converted = load_converted(origin)
+    except ValueError as err:
+        raise ValueError(f"{key} {origin}: {err}") from None
+    if part not in converted:
+        raise ValueError(f"{key} {origin}: holds no {PART_NAMES[part]} (it has {', '.join(sorted(converted))})")
+    return converted[part]
+
+
 def read_vae(latent_config, key="latent.vae_from"):
     """The VAE params (numpy) of the converted SD folder `latent_config.vae_from`; ValueError naming `key` when it
     is empty, holds no VAE, or its VAE is built differently from `latent_config.vae` or has other params."""
@@ -89,13 +102,7 @@ def read_vae(latent_config, key="latent.vae_from"):
     if not origin:
         raise ValueError(f"{key} is empty: latent.kind 'vae' needs a `dex-portrait convert diffusers` folder "
                          "holding the VAE")
-    try:
-        converted = load_converted(origin)
-    except ValueError as err:
-        raise ValueError(f"{key} {origin}: {err}") from None
-    if "vae" not in converted:
-        raise ValueError(f"{key} {origin}: holds no VAE (it has {', '.join(sorted(converted))})")
-    module, params = converted["vae"]
+    module, params = converted_part(origin, "vae", key)
     want = vae_from_config(latent_config.vae)
     have_fields, want_fields = module_config(module), module_config(want)
     differ = [f"{k}={have_fields[k]!r} there, {v!r} here" for k, v in want_fields.items()

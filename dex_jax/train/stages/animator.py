@@ -35,10 +35,10 @@ from dex_jax.animator.conditioning import FULL, NO_EXPRESSION, NOTHING, make_con
 from dex_jax.animator.latent import build_codec
 from dex_jax.animator.model import build_animator, init_inputs, with_backbone
 from dex_jax.animator.motion_encoders import motion_encoders
-from dex_jax.convert.diffusers import load_converted, module_config
+from dex_jax.convert.diffusers import module_config
 from dex_jax.diffusion.schedule import SchedulerConfig, add_noise, alphas_cumprod
 from dex_jax.diffusion.unet import unet_from_config
-from dex_jax.train.animator_checkpoint import STAGE, read_frozen
+from dex_jax.train.animator_checkpoint import STAGE, converted_part, read_frozen
 from dex_jax.train.loop import Stage
 from dex_jax.train.optim import make_optimizer
 from dex_jax.train.stages.motion_pairs import flatten_frames
@@ -157,13 +157,7 @@ def make_stage(config):
 def read_backbone(origin, unet_config, key="init_unet_from"):
     """The UNet params (numpy) of the converted SD folder `origin`; ValueError naming `key` when it holds no
     UNet or its UNet is built differently from `unet_config` (the animator's backbone, dtype aside)."""
-    try:
-        converted = load_converted(origin)
-    except ValueError as err:
-        raise ValueError(f"{key} {origin}: {err}") from None
-    if "unet" not in converted:
-        raise ValueError(f"{key} {origin}: holds no UNet (it has {', '.join(sorted(converted))})")
-    module, params = converted["unet"]
+    module, params = converted_part(origin, "unet", key)
     have, want = module_config(module), module_config(unet_from_config(unet_config))
     differ = [f"{name}={have.get(name)!r} there, {value!r} here" for name, value in want.items()
               if name not in ("dtype", "attention_implementation") and have.get(name) != value]
