@@ -280,13 +280,20 @@ class MotionPipeline:
         return paste_back(source, result, face.box) if paste else result
 
 
-def load_motion_model(checkpoint_dir, landmarker=None, batch=DRIVE_CHUNK):
+def frames_mesh(batch):
+    """A 'data' mesh of the local devices when there are several and they divide `batch`, else None."""
+    devices = jax.device_count()
+    return make_mesh({"data": -1}) if devices > 1 and batch % devices == 0 else None
+
+
+def load_motion_model(checkpoint_dir, landmarker=None, batch=DRIVE_CHUNK, mesh=None):
     """A MotionPipeline of the newest intact step under `checkpoint_dir` (module docstring); EMA params if any.
 
-    landmarker: the MediaPipe FaceLandmarker that finds the faces (default: a new one, up to MAX_FACES faces).
+    landmarker: the MediaPipe FaceLandmarker that finds the faces (default: a new one, up to MAX_FACES faces);
+    mesh: a 'data' mesh that each batch of frames is sharded over (None: not sharded).
     """
     model, params, data, description = read_generator(checkpoint_dir)
-    return MotionPipeline(MotionWrapper(model, params, description), data,
+    return MotionPipeline(MotionWrapper(model, params, description, mesh), data,
                           landmarker or FaceLandmarker(num_faces=MAX_FACES), batch)
 
 
@@ -300,18 +307,18 @@ def load_pipeline(checkpoint_dir, landmarker=None, batch=DRIVE_CHUNK, **sampling
     frames per call.
 
     An animator run or export (config.stage 'animator'): the diffusion engine, sampled with the config's
-    `sampling` where `sampling` (steps, guidance, cfg, eta; seed, default 0) leaves a value None; on several
-    devices that divide `batch`, each batch of frames is sharded over them (a 'data' mesh).
+    `sampling` where `sampling` (steps, guidance, cfg, eta; seed, default 0) leaves a value None.
     Anything else: the Stage-1 engine (`load_motion_model`), which takes no sampling options (a ValueError if
     any is not None).
+    Either engine shards each batch of frames over the local devices when there are several that divide `batch`
+    (`frames_mesh`).
     """
     given = {key: value for key, value in sampling.items() if value is not None}
+    mesh = frames_mesh(batch)
     if checkpoint_stage(checkpoint_dir) != ANIMATOR_STAGE:
         if given:
             raise ValueError(f"{checkpoint_dir} is a Stage-1 model: {', '.join(sorted(given))} apply to an "
                              "animator checkpoint only")
-        return load_motion_model(checkpoint_dir, landmarker, batch)
-    devices = jax.device_count()
-    mesh = make_mesh({"data": -1}) if devices > 1 and batch % devices == 0 else None
+        return load_motion_model(checkpoint_dir, landmarker, batch, mesh)
     wrapper = AnimatorWrapper(read_animator(checkpoint_dir), checkpoint_dir, mesh=mesh, **given)
     return MotionPipeline(wrapper, wrapper.data_config, landmarker or FaceLandmarker(num_faces=MAX_FACES), batch)

@@ -13,7 +13,8 @@ params. The checkpoint path may name the workdir or its checkpoints/ folder.
 with S = `image_size`, E = `expression_size`, every image in [-1, 1] and poses P = [sR t]; `drive` broadcasts the
 one source over the n driving frames and moves it with absolute motion (reference None) or relative to
 reference = (source pose, source expression, first driving pose, first driving expression), one row each
-(`infer.relative_motion`). (`infer.animator_wrapper.AnimatorWrapper` is the diffusion engine's counterpart: the
+(`infer.relative_motion`). With a `mesh`, the params are replicated on its devices and `drive` shards its frames
+(n must divide over them) over the mesh's 'data' axis, as the diffusion engine does. (`infer.animator_wrapper.AnimatorWrapper` is the diffusion engine's counterpart: the
 pipeline calls either as drive(*encode(source), pose inputs, expression inputs, reference).)
 """
 
@@ -22,6 +23,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from dex_jax.data.pipeline import default_config as data_defaults
 from dex_jax.infer.relative_motion import apply_motion
@@ -44,29 +46,36 @@ def _motion(model, params, pose_inputs, expression_inputs):
     return model.apply({"params": params}, method=run)
 
 
-def _drive(model, params, volume, latent, source_pose, pose_inputs, expression_inputs, reference=None):
+def _drive(model, frames, params, volume, latent, source_pose, pose_inputs, expression_inputs, reference=None):
+    """The rendered frames; `frames` (a sharding or None) places every per-frame array, inputs to images."""
     n = pose_inputs.shape[0]
 
-    def tile(x):
-        return jnp.broadcast_to(x, (n,) + x.shape[1:])
+    def per_frame(x):
+        return x if frames is None else jax.lax.with_sharding_constraint(x, frames)
 
+    def tile(x):
+        return per_frame(jnp.broadcast_to(x, (n,) + x.shape[1:]))
+
+    pose_inputs, expression_inputs = per_frame(pose_inputs), per_frame(expression_inputs)
     poses, expressions = apply_motion(*_motion(model, params, pose_inputs, expression_inputs), reference)
-    return model.apply({"params": params}, tile(volume), tile(latent), tile(source_pose), poses, expressions,
-                       method="render")
+    return per_frame(model.apply({"params": params}, tile(volume), tile(latent), tile(source_pose), poses,
+                                 expressions, method="render"))
 
 
 class MotionWrapper:
     """A Stage-1 generator and its params as jitted `encode`, `motion` and `drive` (module docstring)."""
 
-    def __init__(self, model_config, params, description="motion generator"):
+    def __init__(self, model_config, params, description="motion generator", mesh=None):
         self.model_config = model_config
         self.image_size = int(model_config.image_size)
         self.expression_size = int(model_config.expression.image_size)
-        self.params = params
+        self.params = params if mesh is None else jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
         self.description = description
         model = build_motion_generator(model_config)
-        self.encode, self.motion, self.drive = (functools.partial(jax.jit(functools.partial(f, model)), params)
-                                                for f in (_encode, _motion, _drive))
+        frames = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
+        self.encode, self.motion, self.drive = (
+            functools.partial(jax.jit(functools.partial(f, *bound)), self.params)
+            for f, bound in ((_encode, (model,)), (_motion, (model,)), (_drive, (model, frames))))
 
 
 def inference_data_config(config):
