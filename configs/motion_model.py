@@ -15,7 +15,9 @@ def _paper():
             image_size=224, channels=256, hourglass_depth=4, num_landmarks=68, latent_dim=512,
             norm="affine"),  # the pretrained FAN's frozen BatchNorms, folded at import
         fusion=dict(out_channels=32, norm_groups=8),  # ResBlock3D 64 -> 32 ch, 16x64x64 -> 16x32x32, flatten
-        appearance_latent=dict(channels=(256, 512, 512, 512, 512), latent_dim=2048),  # 5-layer CNN -> 2048
+        # A.1: "processed through a 5-layer CNN, then flattened into a 1D 2048-dimensional appearance latent code":
+        # 64x64 -> five stride-2 convs -> 2x2x512, flattened (the tiny and test models pool and project, ours)
+        appearance_latent=dict(channels=(256, 512, 512, 512, 512), latent_dim=2048, flatten=True),
         decoder=dict(  # Fig. S1a: enters at 32x32x512, down to 8x8, up to 256x256x128, toRGB* 96 -> 3
             channels=512, num_down=2, up_channels=(512, 256, 128), skip_channels=(96, 48, 24, 12, 6, 3)),
         discriminator=dict(channels=(128, 256, 512, 512, 512, 512, 512), mbstd_group=4),

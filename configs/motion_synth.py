@@ -69,6 +69,7 @@ def get_config(phase="8"):
     config = load_config_file(here / "motion_paper.py")
     config.model = load_config_file(here / "motion_model.py", "tiny")
     config.model.expression.norm = "affine"  # phases 1 to 8 trained the FAN trunk unnormalised
+    config.allow_random_init = True  # ours: the tiny model has no pretrained files; every network starts at random
 
     config.data.batch_size = 4
     config.data.num_driving = 2

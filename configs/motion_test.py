@@ -10,6 +10,7 @@ def get_config():
     config.total_steps = 3
     config.nonfinite_limit = 3
     config.model = load_config_file(Path(__file__).parent / "motion_model.py", "test")
+    config.allow_random_init = True  # the test model has no pretrained files
 
     config.data.source = "random"
     config.data.batch_size = 8

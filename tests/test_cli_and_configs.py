@@ -35,6 +35,7 @@ def test_config_errors(spec, overrides, message):
 def test_shipped_train_configs_are_consistent(spec):
     config = load_config(spec)
     config.init_from = config.init_from or "RUN"  # the phases that continue a run take it on the command line
+    config.lpips.vgg_weights = config.lpips.vgg_weights or __file__  # motion_paper's files: test_pretrained_init.py
     stage1.check_config(config)
     weights = config.loss
     assert not weights.detach_warp_pose or weights.pose_supervision > 0

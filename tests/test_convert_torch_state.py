@@ -33,6 +33,9 @@ def test_torch_files_read_as_numpy_with_float32_floats(tmp_path):
 def _bad_files(folder):
     torch.save({"w": torch.ones(64)}, folder / "full.pth")
     (folder / "truncated.pth").write_bytes((folder / "full.pth").read_bytes()[:200])
+    torch.save({"w": torch.ones(10_000)}, folder / "longer.pth")
+    data = (folder / "longer.pth").read_bytes()
+    (folder / "half.pth").write_bytes(data[:len(data) // 2])  # torch 2.14 raises OSError on this cut, not RuntimeError
     (folder / "empty.pt").write_bytes(b"")
     torch.save({"w": torch.ones(2), "layer": torch.nn.Linear(2, 2)}, folder / "module.pth")
     torch.save({"model": {"w": torch.ones(2)}}, folder / "nested.pth")
@@ -40,6 +43,7 @@ def _bad_files(folder):
     (folder / "truncated.safetensors").write_bytes((folder / "full.safetensors").read_bytes()[:-8])
     return {"absent.pth": "weights file not found",
             "truncated.pth": "not a readable PyTorch weights file .*zip archive",
+            "half.pth": r"not a readable PyTorch weights file \(the file ends early or is not a PyTorch archive\)",
             "empty.pt": r"not a readable PyTorch weights file \(the file ends early\)",
             "module.pth": r"pickles torch\.nn\.modules\.linear\.Linear, more than weights",
             "nested.pth": r"does not hold a flat state dict \(name -> tensor\)",

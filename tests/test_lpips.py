@@ -1,5 +1,6 @@
 """LPIPS (Flax VGG16 + lpips heads) parity with the lpips package and torchvision, masking, and Stage-1 losses."""
 
+import functools
 import inspect
 import warnings
 
@@ -257,3 +258,23 @@ def test_bfloat16_trunk_gives_float32_distances(params, images):
     x = jax.ShapeDtypeStruct(images[0].shape, jnp.bfloat16)
     out = jax.eval_shape(lambda p, a, b: lpips_distance(p, a, b, dtype=jnp.bfloat16), params, x, x)
     assert out.shape == (2,) and out.dtype == jnp.float32
+
+
+def test_vgg_feature_distance_is_the_sum_over_taps_of_feature_distances(params, features, images):
+    x, y = (jnp.asarray(a) for a in images)
+    mask = jnp.zeros((2, SIZE, SIZE, 1)).at[:, 16:48, 0:32].set(1.0)  # whole cells of every tap grid
+    logits = jnp.asarray([0.3, -1.2])
+    _, terms = jax.jit(functools.partial(losses.motion_generator_loss, perceptual="vgg"))(params, x, y, mask, logits)
+    fx, fy = features(params, x), features(params, y)
+    plain, masked = np.zeros(2), np.zeros(2)
+    for level, (a, b) in enumerate(zip(fx, fy)):
+        squared = np.square(np.asarray(a, np.float64) - np.asarray(b, np.float64))  # (N, h, w, C)
+        plain += np.sqrt(squared.mean(axis=(1, 2, 3)))  # ||VGG_l(x) - VGG_l(y)||_2 / sqrt(its size)
+        m = np.asarray(mask[:, :: 2 ** level, :: 2 ** level], np.float64)  # the mask is constant on each cell
+        masked += np.sqrt((squared * m).sum(axis=(1, 2, 3)) / (m.sum(axis=(1, 2, 3)) * squared.shape[-1]))
+    np.testing.assert_allclose(float(terms["lpips"]), plain.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(terms["component_lpips"]), masked.mean(), rtol=1e-5)
+    _, lpips_terms = jax.jit(losses.motion_generator_loss)(params, x, y, mask, logits)
+    assert abs(float(lpips_terms["lpips"]) - plain.mean()) > 1e-3 * plain.mean()
+    with pytest.raises(ValueError, match="unknown perceptual distance 'vgg19': use one of lpips, vgg"):
+        losses.motion_generator_loss(params, x, y, mask, logits, perceptual="vgg19")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dex_jax.config_loading import load_config
+from dex_jax.motion.feature_fusion import AppearanceLatent
 from dex_jax.motion.generator import MotionGenerator, build_motion_generator
 from dex_jax.motion.summary import example_inputs, parameter_counts
 
@@ -118,3 +119,36 @@ def test_bad_inputs_and_configs_name_the_problem(test_model):
     bad.fusion.nonexistent = 3
     with pytest.raises(ValueError, match="fusion.*nonexistent"):
         build_motion_generator(bad)
+
+
+def test_paper_appearance_latent_is_the_flattened_output_of_the_five_layer_cnn():
+    config = load_config("configs/motion_model.py:paper").appearance_latent
+    assert config.flatten and config.latent_dim == 2 * 2 * config.channels[-1] == 2048  # supplement A.1
+    latent = AppearanceLatent(**config.to_dict())
+    volume = jax.random.normal(jax.random.key(0), (1, 4, 64, 64, 8))  # paper: 16 x 64 x 64 x 32
+    params = jax.eval_shape(latent.init, jax.random.key(1), volume)["params"]
+    assert sorted(params) == [f"conv_{i}" for i in range(5)]  # no pooling, no dense layer
+
+    def last_conv(module, x):
+        captured = {}
+
+        def capture(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            if context.module.name == "conv_4" and context.method_name == "__call__":
+                captured["out"] = out
+            return out
+
+        with nn.intercept_methods(capture):
+            code = module(x)
+        return code, nn.leaky_relu(captured["out"], 0.2)
+
+    small = AppearanceLatent(channels=(4, 4, 4, 4, 3), latent_dim=12, flatten=True)
+    x = jax.random.normal(jax.random.key(2), (2, 2, 64, 64, 2))
+    code, out = nn.apply(last_conv, small)(small.init(jax.random.key(3), x), x)
+    assert out.shape == (2, 2, 2, 3)
+    np.testing.assert_array_equal(code, np.asarray(out).reshape(2, 12))
+    with pytest.raises(ValueError, match=r"flatten=True makes the latent the last conv's 2x2x3 = 12 values, but "
+                                         r"latent_dim is 16"):
+        AppearanceLatent(channels=(4, 4, 4, 4, 3), latent_dim=16, flatten=True).init(jax.random.key(3), x)
+    tiny = load_config("configs/motion_model.py:tiny").appearance_latent
+    assert "flatten" not in tiny  # the bundled tiny model pools and projects (the module's default)

@@ -71,6 +71,8 @@ def _torch_load_problem(err):
         return detail.group(1).strip()
     if isinstance(err, EOFError) or not text:
         return "the file ends early"
+    if isinstance(err, OSError) and not isinstance(err, PermissionError):  # torch's zip reader on a cut archive
+        return "the file ends early or is not a PyTorch archive"
     return text.split(". ")[0]
 
 
@@ -81,7 +83,7 @@ def _read_torch(path):
 
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as err:
         raise ValueError(f"{path} is not a readable PyTorch weights file ({_torch_load_problem(err)})") from None
     if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
         raise ValueError(f"{path} does not hold a flat state dict (name -> tensor)")

@@ -42,10 +42,16 @@ class FlattenCNN(nn.Module):
 
 
 class AppearanceLatent(nn.Module):
-    """Source volume -> depth-flattened map -> 5 stride-2 convs (leaky ReLU) -> mean pool -> dense latent."""
+    """Source volume -> depth-flattened map -> 5 stride-2 convs (leaky ReLU) -> appearance latent (N, latent_dim).
+
+    flatten=True (supplement A.1, the paper model): the last conv's output is flattened into the latent, so
+    latent_dim must equal its size (paper: 64x64 in, 2x2x512 out = 2048). flatten=False (ours, the default, which
+    the bundled `tiny` model was trained with): the output is mean-pooled and a dense layer makes the latent.
+    """
 
     channels: Sequence[int]
     latent_dim: int
+    flatten: bool = False
     dtype: object = None
 
     @nn.compact
@@ -54,5 +60,10 @@ class AppearanceLatent(nn.Module):
         for i, channels in enumerate(self.channels):
             x = conv2d(channels, 3, strides=2, padding=1, dtype=self.dtype, name=f"conv_{i}")(x)
             x = nn.leaky_relu(x, 0.2)
-        x = jnp.mean(x, axis=(1, 2))
-        return dense(self.latent_dim, dtype=self.dtype, name="proj")(x)
+        if not self.flatten:
+            return dense(self.latent_dim, dtype=self.dtype, name="proj")(jnp.mean(x, axis=(1, 2)))
+        n, h, w, c = x.shape
+        if h * w * c != self.latent_dim:
+            raise ValueError(f"appearance_latent: flatten=True makes the latent the last conv's {h}x{w}x{c} = "
+                             f"{h * w * c} values, but latent_dim is {self.latent_dim}")
+        return x.reshape(n, h * w * c)

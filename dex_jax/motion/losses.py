@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from dex_jax.motion.face_perceptual import face_feature_distance
-from dex_jax.motion.lpips import LPIPS, check_lpips_inputs, spatial_reduce
+from dex_jax.motion.lpips import DISTANCES, LPIPS, check_lpips_inputs, feature_reduce, spatial_reduce
 from dex_jax.motion.pose_encoder import POSE_KEYS
 
 EXPRESSION_VARIANCE_FLOOR = 0.01
@@ -81,21 +81,28 @@ def r1_penalty(d_apply, real_images):
 
 def motion_generator_loss(lpips_params, pred, target, face_mask, fake_logits, *, l1_weight=10.0,
                           lpips_weight=1.0, component_lpips_weight=100.0, adversarial_weight=1.0, face_net=None,
-                          face_perceptual_weight=0.0, dtype=None):
+                          face_perceptual_weight=0.0, perceptual="lpips", dtype=None):
     """Supplement Eq. 5: l1_weight L1 + lpips_weight LPIPS + component_lpips_weight LPIPS_face + adv weight L_adv.
 
-    One VGG pass serves both LPIPS terms; with both LPIPS weights 0 there is no VGG pass and no LPIPS terms.
+    perceptual: what the two perceptual terms measure, "lpips" (LPIPS v0.1: unit-normalised VGG16 taps, learned
+    heads; `LPIPS`) or "vgg" (B.1's Eq. 2 and 3 as printed: the sum over VGG16 taps of feature distances;
+    `feature_reduce`); the terms keep the paper's names, lpips and component_lpips, either way.
+    One VGG pass serves both terms; with both their weights 0 there is no VGG pass and no such terms.
     With face_perceptual_weight > 0, plus that weight times the batch mean of `face_feature_distance` under
     face_net = (graph, constants) of `face_perceptual.load_face_net`, as the term "face_perceptual".
     Returns (total, {"l1", "lpips", "component_lpips", "adversarial"[, "face_perceptual"]}), the terms unweighted.
     """
     check_lpips_inputs(pred, target, face_mask)
+    if perceptual not in DISTANCES:
+        raise ValueError(f"unknown perceptual distance {perceptual!r}: use one of {', '.join(DISTANCES)}")
     terms = {"l1": l1_loss(pred, target), "adversarial": generator_adversarial_loss(fake_logits)}
     total = l1_weight * terms["l1"] + adversarial_weight * terms["adversarial"]
     if lpips_weight or component_lpips_weight:
-        maps = LPIPS(dtype=dtype).apply({"params": lpips_params}, pred, target, method=LPIPS.tap_maps)
-        terms["lpips"] = jnp.mean(spatial_reduce(maps))
-        terms["component_lpips"] = jnp.mean(spatial_reduce(maps, face_mask))
+        method, reduce = (LPIPS.tap_maps, spatial_reduce) if perceptual == "lpips" else (LPIPS.difference_maps,
+                                                                                          feature_reduce)
+        maps = LPIPS(dtype=dtype).apply({"params": lpips_params}, pred, target, method=method)
+        terms["lpips"] = jnp.mean(reduce(maps))
+        terms["component_lpips"] = jnp.mean(reduce(maps, face_mask))
         total = total + lpips_weight * terms["lpips"] + component_lpips_weight * terms["component_lpips"]
     if face_perceptual_weight:
         terms["face_perceptual"] = jnp.mean(face_feature_distance(*face_net, pred, target))

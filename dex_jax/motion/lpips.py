@@ -1,4 +1,5 @@
-"""LPIPS perceptual distance (lpips v0.1, VGG16 trunk + 1x1 linear heads) with an optional face-mask weighting."""
+"""Perceptual distances on a VGG16 trunk with an optional face-mask weighting: LPIPS (lpips v0.1, unit-normalised
+taps + 1x1 linear heads) and supplement B.1's Eq. 2 (the sum over taps of feature distances)."""
 
 import flax.linen as nn
 import jax
@@ -12,6 +13,8 @@ SCALING_SCALE = (0.458, 0.448, 0.450)
 NORM_EPS = 1e-10
 MASK_EPS = 1e-6
 MIN_SIZE = 2 ** (len(VGG16_BLOCKS) - 1)
+FEATURE_EPS = 1e-12  # inside the square root of `feature_reduce`: a finite gradient at equal images
+DISTANCES = ("lpips", "vgg")
 
 
 class VGG16Features(nn.Module):
@@ -51,16 +54,31 @@ def pool_mask(mask, num_pools):
     return mask
 
 
-def spatial_reduce(tap_maps, mask=None):
-    """Sum over taps of the spatial mean of each (N, h, w, 1) map, mask-weighted when a mask is given -> (N,)."""
-    total = 0.0
+def tap_means(tap_maps, mask=None):
+    """The spatial mean of each (N, h, w, 1) tap map, mask-weighted when a mask is given: a list of (N,)."""
+    means = []
     for level, d in enumerate(tap_maps):
         if mask is None:
-            total = total + jnp.mean(d, axis=(1, 2, 3))
+            means.append(jnp.mean(d, axis=(1, 2, 3)))
         else:
             m = pool_mask(mask.astype(jnp.float32), level)
-            total = total + jnp.sum(m * d, axis=(1, 2, 3)) / jnp.maximum(jnp.sum(m, axis=(1, 2, 3)), MASK_EPS)
-    return total
+            means.append(jnp.sum(m * d, axis=(1, 2, 3)) / jnp.maximum(jnp.sum(m, axis=(1, 2, 3)), MASK_EPS))
+    return means
+
+
+def spatial_reduce(tap_maps, mask=None):
+    """Sum over taps of the spatial mean of each (N, h, w, 1) map, mask-weighted when a mask is given -> (N,)."""
+    return sum(tap_means(tap_maps, mask))
+
+
+def feature_reduce(difference_maps, mask=None):
+    """Supplement B.1's Eq. 2 (Eq. 3 with a mask) from `LPIPS.difference_maps`: per image, the sum over taps of
+    sqrt(mean over pixels (mask-weighted) and channels of the squared feature difference) -> (N,).
+
+    That is sum_l ||M_l (VGG_l(x) - VGG_l(y))||_2 with each tap's norm divided by the square root of its number of
+    (masked) values (ours: the paper gives no normalisation; this keeps each tap's share independent of the image
+    size, and an all-ones mask gives the unmasked distance)."""
+    return sum(jnp.sqrt(mean + FEATURE_EPS) for mean in tap_means(difference_maps, mask))
 
 
 def check_lpips_inputs(x, y, mask=None):
@@ -111,6 +129,15 @@ class LPIPS(nn.Module):
             u = unit_normalize(tap.astype(jnp.float32))
             maps.append(head(jnp.square(u[:n] - u[n:])))
         return tuple(maps)
+
+    def difference_maps(self, x, y):
+        """Per-tap (N, h_l, w_l, 1) maps of the channel mean of (VGG_l(x) - VGG_l(y))^2, raw taps (no unit
+        normalisation, no heads), one VGG pass per image batch: what `feature_reduce` reduces."""
+        check_lpips_inputs(x, y)
+        n = x.shape[0]
+        taps = self.features(jnp.concatenate([x, y], axis=0))
+        return tuple(jnp.mean(jnp.square(tap[:n].astype(jnp.float32) - tap[n:].astype(jnp.float32)), axis=-1,
+                              keepdims=True) for tap in taps)
 
     def __call__(self, x, y, mask=None):
         check_lpips_inputs(x, y, mask)

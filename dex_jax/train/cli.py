@@ -18,7 +18,8 @@ not record (poses, expressions) is refused before training, naming every such fi
 
 The workdir keeps config.json, checkpoints/, tensorboard/ and images/. Running again on the same workdir
 resumes; a workdir that holds a run of a different config is refused (only total_steps, nonfinite_limit, the
-log and checkpoint fields, the dataset's location and the data-loading speed fields may change between runs).
+log and checkpoint fields, the dataset's location, the data-loading speed fields and the pretrained files, read
+only when a run starts, may change between runs).
 """
 
 import argparse
@@ -40,7 +41,7 @@ from dex_jax.train.nonfinite import NonFiniteError
 
 STAGES = ("stage1", "expression", "animator")
 MAY_CHANGE = ("total_steps", "nonfinite_limit", "log.", "checkpoint.", "data.dataset_dir", "data.worker_count",
-              "data.worker_buffer_size")
+              "data.worker_buffer_size", "pretrained.", "allow_random_init")  # the last two: read at the start only
 
 
 def _variant_names(names):

@@ -1,7 +1,8 @@
 """Stage 1 (paper Sec. 3.2, supplement B.1): the motion trainer against a StyleGAN2 discriminator.
 
 One step, on B examples of one source and K driving frames flattened to B*K pairs:
-  generator: 10 L1 + 1 LPIPS + 100 face-masked LPIPS + non-saturating adversarial loss, Adam, clipped;
+  generator: 10 L1 + 1 LPIPS + 100 face-masked LPIPS + non-saturating adversarial loss, Adam, clipped; the two
+    perceptual terms are LPIPS v0.1 or, with lpips.distance "vgg", B.1's sum over VGG16 taps of feature distances;
     with loss.pose_supervision > 0, plus that weight times the L1 error of the source and driving poses
     against the batch's ground truth (SynthHeads has it; the paper trains the pose encoder unsupervised);
     with loss.expression_supervision > 0, plus that weight times the squared error of the driving expression
@@ -17,8 +18,11 @@ One step, on B examples of one source and K driving frames flattened to B*K pair
   discriminator: softplus loss on real driving frames vs the (detached) prediction, plus lazy R1 every
   `r1_every` steps, StyleGAN2-style: (r1_gamma / 2) * r1_every * R1, so its average weight is r1_gamma / 2;
   EMA of the generator params.
-A fresh run may begin from trained params (`take_trained_params`): init_from's generator (and discriminator,
-with init_discriminator), init_expression_from's expression encoder.
+A fresh run begins from the pretrained files the config names (`pretrained.take_pretrained`: the FAN trunk, the
+ConvNeXt-V2 backbone; the VGG16 of the perceptual losses is a frozen array) and from trained params
+(`take_trained_params`): init_from's generator (and discriminator, with init_discriminator), init_expression_from's
+expression encoder. `check_config` refuses a config that needs pretrained files and lacks them, unless
+allow_random_init.
 """
 
 import functools
@@ -29,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dex_jax.convert.lpips_vgg import load_lpips
 from dex_jax.motion.face_perceptual import load_face_net
 from dex_jax.motion.generator import build_discriminator, build_motion_generator
 from dex_jax.motion.losses import (
@@ -40,7 +43,7 @@ from dex_jax.motion.losses import (
     pose_supervision_loss,
     r1_penalty,
 )
-from dex_jax.motion.lpips import lpips_param_shapes
+from dex_jax.motion.lpips import DISTANCES, lpips_param_shapes
 from dex_jax.train.loop import Stage
 from dex_jax.train.optim import make_optimizer
 from dex_jax.train.stages.motion_pairs import (
@@ -49,6 +52,7 @@ from dex_jax.train.stages.motion_pairs import (
     flatten_pairs,
     flatten_pose_targets,
 )
+from dex_jax.train.stages.pretrained import check_files, lpips_from_file, take_pretrained
 from dex_jax.train.stages.warm_start import warm_start, warm_start_module
 from dex_jax.train.state import apply_gradients, create_state, ema_update, step_rng
 
@@ -83,9 +87,9 @@ def random_lpips_params(seed=0):
 
 
 def lpips_params(config):
-    """The LPIPS weights config.lpips names (`load_lpips` of a user's VGG16 file), else random ones, warned."""
+    """The LPIPS weights config.lpips names (a user's VGG16 file), else random ones, warned."""
     if config.lpips.vgg_weights:
-        return load_lpips(config.lpips.vgg_weights, config.lpips.heads or None)
+        return lpips_from_file(config)
     log.warning("lpips.vgg_weights is empty: the perceptual losses use a random VGG16")
     return random_lpips_params(config.seed)
 
@@ -114,6 +118,9 @@ def make_stage(config, lpips=None):
         raise ValueError("loss.detach_warp_pose leaves the pose encoder nothing to learn from unless "
                          "loss.pose_supervision > 0")
     perceptual = bool(weights.lpips or weights.component_lpips)
+    perceptual_distance = config.lpips.get("distance", "lpips")
+    if perceptual_distance not in DISTANCES:
+        raise ValueError(f"unknown lpips.distance {perceptual_distance!r}: use one of {', '.join(DISTANCES)}")
     face_graph, face_constants = load_face_net(config.face_net.task) if weights.face_perceptual else (None, None)
     metric_names = tuple(name for name in METRIC_NAMES if perceptual or name not in LPIPS_NAMES)
     metric_names += ("face_perceptual",) if weights.face_perceptual else ()
@@ -121,6 +128,8 @@ def make_stage(config, lpips=None):
     metric_names += ("expression_supervision",) if supervise_expression else ()
     metric_names += ("expression_region_l1",) if weights.expression_region_l1 else ()
     num_images = config.log.num_images
+    log.info("batch: %d sources x %d driving frames each = %d source-driving pairs per step",
+             config.data.batch_size, config.data.num_driving, config.data.batch_size * config.data.num_driving)
 
     def init(rng):
         init_rng, train_rng = jax.random.split(rng)
@@ -149,7 +158,7 @@ def make_stage(config, lpips=None):
                 frozen.get("lpips"), pred, target, mask, d_apply(d_params, pred), l1_weight=weights.l1,
                 lpips_weight=weights.lpips, component_lpips_weight=weights.component_lpips,
                 adversarial_weight=weights.adversarial, face_net=(face_graph, frozen.get("face_net")),
-                face_perceptual_weight=weights.face_perceptual, dtype=dtype)
+                face_perceptual_weight=weights.face_perceptual, perceptual=perceptual_distance, dtype=dtype)
             if supervise_pose:
                 terms["pose_supervision"] = 0.5 * (pose_supervision_loss(source_pose, pose_targets[0])
                                                    + pose_supervision_loss(driving_pose, pose_targets[1]))
@@ -203,9 +212,11 @@ def make_stage(config, lpips=None):
 
 
 def take_trained_params(state, config):
-    """A fresh `state` with the trained params the config names: the generator (and its EMA) of init_from, its
-    discriminator too with init_discriminator, then the expression encoder of init_expression_from; `state` as
-    it is when neither is set. ValueError (see `warm_start`, `warm_start_module`) when a run does not fit."""
+    """A fresh `state` with the pretrained and trained params the config names: the FAN trunk and ConvNeXt-V2
+    backbone of its pretrained files, then the generator (and its EMA) of init_from, its discriminator too with
+    init_discriminator, then the expression encoder of init_expression_from; `state` as it is when none is set.
+    ValueError (see `take_pretrained`, `warm_start`, `warm_start_module`) when a file or run does not fit."""
+    state = take_pretrained(state, config)
     if config.init_from:
         state = warm_start(state, config.init_from, config.model, discriminator=config.init_discriminator,
                            replaced=("expression",) if config.init_expression_from else ())
@@ -219,8 +230,10 @@ def take_trained_params(state, config):
 
 
 def check_config(config):
-    """ValueError unless data and model sizes agree (image size, expression crop size) and init_discriminator has
-    an init_from to take the discriminator from."""
+    """ValueError unless data and model sizes agree (image size, expression crop size), init_discriminator has
+    an init_from to take the discriminator from, and every pretrained file the config needs is given
+    (`pretrained.check_files`)."""
+    check_files(config)
     if config.init_discriminator and not config.init_from:
         raise ValueError("init_discriminator needs init_from: the training workdir whose discriminator to take")
     model, data = config.model, config.data

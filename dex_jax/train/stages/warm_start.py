@@ -21,7 +21,8 @@ def check_fits(name, source, target, origin, key="init_from"):
                          f"{'; ...' if len(problems) > 3 else ''})")
 
 
-def _placed(name, source, target, origin, key="init_from"):
+def placed(name, source, target, origin, key="init_from"):
+    """`source` (arrays) put where `target` is, with its dtypes and shardings; ValueError as `check_fits`."""
     check_fits(name, source, target, origin, key)
     return jax.tree.map(lambda value, like: jax.device_put(np.asarray(value, like.dtype), like.sharding),
                         source, target)
@@ -34,7 +35,7 @@ def _read(origin, key):
         raise ValueError(f"{key} {origin}: {err}") from err
 
 
-def _with_generator(state, generator):
+def with_generator(state, generator):
     """`state` with these generator params, and its generator EMA (where it keeps one) reset to them."""
     ema = dict(state.ema)
     if "generator" in ema:
@@ -54,14 +55,14 @@ def warm_start(state, origin, model_config, discriminator=False, replaced=()):
     """
     trained = _read(origin, "init_from")
     check_same_modules(origin, sorted(set(state.params["generator"]) - set(replaced)), model_config, "init_from")
-    state = _with_generator(state, _placed("generator", generator_params(trained)[0], state.params["generator"],
-                                           origin))
+    state = with_generator(state, placed("generator", generator_params(trained)[0], state.params["generator"],
+                                         origin))
     if discriminator:
         if "discriminator" not in trained.get("params", {}):
             raise ValueError(f"init_from {origin}: holds no discriminator (an export keeps only the generator; "
                              f"name the training workdir)")
-        discriminator_params = _placed("discriminator", trained["params"]["discriminator"],
-                                       state.params["discriminator"], origin)
+        discriminator_params = placed("discriminator", trained["params"]["discriminator"],
+                                      state.params["discriminator"], origin)
         state = state.replace(params={**state.params, "discriminator": discriminator_params})
     return state
 
@@ -96,8 +97,8 @@ def warm_start_module(state, origin, module, key, model_config):
     trained = trained_module(origin, module, key)
     check_same_modules(origin, [module], model_config, key)
     generator = dict(state.params["generator"])
-    generator[module] = _placed(module, trained, generator[module], origin, key)
-    return _with_generator(state, generator)
+    generator[module] = placed(module, trained, generator[module], origin, key)
+    return with_generator(state, generator)
 
 
 def trained_module(origin, module, key):
