@@ -14,7 +14,8 @@ from dex_jax.quiet_logs import quiet_third_party_logs, verbose_logs
 
 COMMANDS = {
     "animate": ("dex_jax.infer.animate", "animate a portrait (no arguments: the bundled source, driver and model)"),
-    "bench": ("dex_jax.bench", "benchmarks that print figures: motion, conv, stage1, unet, synth, data"),
+    "bench": ("dex_jax.bench", "benchmarks that print figures: motion, conv, stage1, unet, synth, data, animator, "
+                               "animate"),
     "convert": ("dex_jax.convert.cli", "import PyTorch weights: diffusers"),
     "data": ("dex_jax.data.build_cli", "build datasets: data build synth_heads|portrait_videos ..."),
     "evaluate": ("dex_jax.evaluate.cli", "score a checkpoint or generated videos: PSNR, SSIM, LPIPS, CSIM, AED, APD"),

@@ -8,7 +8,7 @@ import pytest
 from dex_jax import cli
 
 COMMANDS = ("animate", "bench", "convert", "data", "evaluate", "export", "probe", "serve", "train")
-BENCHMARKS = ("motion", "conv", "stage1", "unet", "synth", "data", "animator")
+BENCHMARKS = ("motion", "conv", "stage1", "unet", "synth", "data", "animator", "animate")
 WRITERS = (("animate",), ("evaluate",), ("export",), ("probe",), ("convert", "diffusers"), ("data", "build"))
 
 

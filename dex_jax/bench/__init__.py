@@ -12,6 +12,7 @@ BENCHMARKS = {
     "synth": ("dex_jax.bench.synth_bench", "SynthHeads rendering frames/s per image size"),
     "data": ("dex_jax.bench.data_bench", "grain pipeline examples/s with 0 and 2 workers"),
     "animator": ("dex_jax.bench.animator_bench", "diffusion engine frames/s and time per DDIM step; paper-size FLOPs"),
+    "animate": ("dex_jax.bench.animate_bench", "dex-portrait animate: peak host memory and frames/s, 10-s clip"),
 }
 
 USAGE = "usage: dex-portrait bench NAME [ARGS]   (NAME --help: its options)\n\nbenchmarks:\n" + "\n".join(

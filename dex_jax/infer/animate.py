@@ -34,6 +34,7 @@ a face, a driving clip without any, unreadable files and a checkpoint that does 
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -184,7 +185,8 @@ def drive_clips(animator, landmarker, source, points, pose_path, expression_path
 
 
 def animate(args):
-    """Run the model and write the two videos and the still into the folder args.out; returns the pipeline."""
+    """Run the model and write the two videos and the still into the folder args.out; returns (the pipeline, the
+    frame count, the seconds of the frame loop: driving, paste-back and writing both videos)."""
     check_output_dir(args.out, args.overwrite)
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError("--max-frames must be at least 1")
@@ -205,6 +207,7 @@ def animate(args):
         audio, fps = expression_path or pose_path, video_fps(pose_path)
         source_panel = None
         with staged_output_dir(args.out, args.overwrite) as staging:
+            start = time.perf_counter()
             with H264Writer(staging / RESULT, fps, audio) as result_video, \
                     H264Writer(staging / SIDE_BY_SIDE, fps, audio) as comparison_video:
                 for i, (pose, expression, result) in enumerate(tqdm.tqdm(frames, total=count, unit="frame",
@@ -217,14 +220,16 @@ def animate(args):
                     comparison_video.write(comparison)
                     if i in picks:
                         still.append(comparison)
+            seconds = time.perf_counter() - start
             write_image(staging / STILL, np.concatenate(still, axis=0))
-    return animator
+    return animator, count, seconds
 
 
 def main(argv):
     args = parse_args(argv)
-    animator = animate(args)
-    print(f"animated {args.source} with {animator.description}")
+    animator, count, seconds = animate(args)
+    print(f"animated {args.source} with {animator.description}: {count} frames in {seconds:.1f} s "
+          f"({count / seconds:.2f} frames/s, compilation included)")
     missing = animator.frames_without_face
     if missing["pose"] or missing["expression"]:
         print(f"driving frames without a face (the nearest frame's motion held): pose "
