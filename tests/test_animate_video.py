@@ -161,3 +161,23 @@ def test_the_bundled_model_warns_on_a_real_photo(tmp_path, capsys):
     assert len(warning) == 1 and "synthetic heads (SynthHeads) only" in warning[0] and "--checkpoint" in warning[0]
     code, _, err = dex(capsys, "animate", "--max-frames", 1, "--out", tmp_path / "demo")
     assert code == 0 and "warning:" not in err
+
+
+def test_a_driving_video_with_a_rotation_flag_is_read_upright(run, tmp_path, capsys):
+    """A phone clip: pixels stored turned 90 degrees clockwise with a display matrix that turns them back; frames
+    are read as players show them (OpenCV applies the matrix), so every frame's face is found."""
+    turned, flagged = tmp_path / "turned.mp4", tmp_path / "flagged.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(DRIVING), "-frames:v", "6", "-vf", "transpose=1",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "12", str(turned)], check=True)
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-display_rotation", "90", "-i", str(turned), "-c", "copy",
+                    str(flagged)], check=True)
+    probe = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(flagged)], capture_output=True, text=True)
+    assert "rotation of 90.00 degrees" in probe.stderr
+    upright, stored = read_clip(DRIVING)[0][:6].astype(int), read_clip(turned)[0]
+    assert np.abs(np.rot90(stored, 1, axes=(1, 2)) - upright).mean() < 3  # transpose=1 turned them clockwise
+    frames = read_clip(flagged)[0]
+    assert frames.shape == upright.shape and np.abs(frames - upright).mean() < 3
+    code, stdout, err = dex(capsys, "animate", "--checkpoint", run, "--driving", flagged, "--out", tmp_path / "out")
+    assert code == 0, err
+    assert "without a face" not in stdout
+    assert read_clip(tmp_path / "out" / "result.mp4")[0].shape == (6, 256, 256, 3)

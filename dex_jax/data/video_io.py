@@ -170,7 +170,8 @@ def video_fps(path, default=25.0):
 
 
 def stream_clip(path, max_frames=None):
-    """The RGB uint8 frames of a video file or frame folder, one at a time (up to max_frames); ValueError, raised
+    """The RGB uint8 frames of a video file or frame folder, one at a time (up to max_frames), as players show
+    them (OpenCV applies a video's rotation flag, its display matrix); ValueError, raised
     when reached, for a missing path, a file that is not a video, an unreadable frame, a change of frame size or a
     clip without any readable frame."""
     path = Path(path)

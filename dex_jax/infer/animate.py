@@ -28,7 +28,9 @@ guidance as the checkpoint's config says (paper: 35 steps, progressive hybrid CF
 --guidance, --cfg or --seed say otherwise; these options are refused with a Stage-1 model. A bundled model
 shown a source that does not look like a SynthHeads render (`infer.render_check`) warns in one line.
 
-Driving frames where MediaPipe finds no face hold the nearest frame's motion and are counted. A source without
+A driving video with a rotation flag (a phone clip's display matrix) is read upright, as players show it, and
+the outputs are written upright, without a flag. Driving frames where MediaPipe finds no face hold the nearest
+frame's motion and are counted. A source without
 a face, a driving clip without any, unreadable files and a checkpoint that does not read are one-line errors.
 """
 
