@@ -51,7 +51,8 @@ print(json.dumps(report))
 def test_sharded_frames_equal_unsharded_on_two_devices():
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "DEX_JAX_CACHE": jax.config.jax_compilation_cache_dir,
            "XLA_FLAGS": os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=2"}
-    done = subprocess.run([sys.executable, "-c", TWO_DEVICES], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", TWO_DEVICES], env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["devices"] == 2

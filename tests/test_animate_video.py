@@ -171,7 +171,8 @@ def test_a_driving_video_with_a_rotation_flag_is_read_upright(run, tmp_path, cap
                     "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "12", str(turned)], check=True)
     subprocess.run([ffmpeg_exe(), "-v", "error", "-display_rotation", "90", "-i", str(turned), "-c", "copy",
                     str(flagged)], check=True)
-    probe = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(flagged)], capture_output=True, text=True)
+    probe = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(flagged)], capture_output=True, text=True,
+                           check=False)
     assert "rotation of 90.00 degrees" in probe.stderr
     upright, stored = read_clip(DRIVING)[0][:6].astype(int), read_clip(turned)[0]
     assert np.abs(np.rot90(stored, 1, axes=(1, 2)) - upright).mean() < 3  # transpose=1 turned them clockwise

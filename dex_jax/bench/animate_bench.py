@@ -23,7 +23,7 @@ from dex_jax.data.video_io import read_clip, read_image, write_image
 from dex_jax.image import resize
 from dex_jax.infer.animate import DEFAULTS
 
-FRAMES_PER_SECOND = re.compile(r"(\d+) frames in ([\d.]+) s \(([\d.]+) frames/s")
+FRAMES_PER_SECOND = re.compile(r"\d+ frames in [\d.]+ s \(([\d.]+) frames/s")
 
 
 def _parse(argv):
@@ -53,7 +53,7 @@ def looped_clip(path, seconds):
 
 
 def run_animate(source, driving, checkpoint, batch, out):
-    """(peak resident MiB, frames, frames/s, wall seconds) of one `dex-portrait animate` child process."""
+    """(peak resident MiB, frames/s, wall seconds) of one `dex-portrait animate` child process."""
     command = [sys.executable, "-m", "dex_jax.cli", "animate", "--source", str(source), "--driving", str(driving),
                "--checkpoint", str(checkpoint), "--batch", str(batch), "--out", str(out)]
     start = time.perf_counter()
@@ -67,7 +67,7 @@ def run_animate(source, driving, checkpoint, batch, out):
     found = FRAMES_PER_SECOND.search(text)
     if child.returncode or not found:
         raise ValueError(f"animate failed ({child.returncode}): {text.strip().splitlines()[-1:]}")
-    return usage.ru_maxrss / 1024, int(found.group(1)), float(found.group(3)), wall
+    return usage.ru_maxrss / 1024, float(found.group(1)), wall
 
 
 def main(argv):
@@ -83,7 +83,7 @@ def main(argv):
         for i, (size, batch) in enumerate(runs):
             source = folder / f"source_{size}.png"
             write_image(source, resize(portrait, size, size))
-            peak, frames, fps, wall = run_animate(source, folder / "driving.mp4", args.checkpoint, batch,
+            peak, fps, wall = run_animate(source, folder / "driving.mp4", args.checkpoint, batch,
                                                   folder / f"out_{i}")
             print(f"{size:>5}x{size:<5} {batch:>5} {peak:>13.0f} {fps:>8.2f} {wall:>7.1f}", flush=True)
     return 0
