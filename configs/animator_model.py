@@ -6,7 +6,9 @@ must form a volume of 2c/h channels x h/2 depth at the `unet.sample_size` latent
 the tiny sizes below are chosen so. `null_drops` is what the unconditional ("nothing") variant drops, any of
 'reference' (reference tokens in self-attention and the warped-feature residual), 'ray_maps' (zeroed) and
 'expression' (the learned "nothing" null latent); the default follows Animate Anyone (reference and image
-context off, pose input kept), our choice as DeX does not say.
+context off, pose input kept), our choice as DeX does not say. `temporal` (the Stage-3 temporal module,
+dex_jax/animator/temporal.py) is absent here, which means off: Stage-3 configs add it, so Stage-2 configs and
+checkpoints stay as they are.
 """
 
 from pathlib import Path

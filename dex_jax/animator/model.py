@@ -15,12 +15,16 @@
   expression cross-attention in every transformer block (zero-initialised output projection).
 - Cross-attention context (`context`, a config choice): 'learned', a learned constant sequence of
   `context_length` tokens shared by both UNets. A CLIP image embedding of the source is not built.
+- Temporal module (Stage 3, `model.temporal`; absent or disabled: none): temporal self-attention over the frames
+  of a clip in every transformer block of the denoising UNet, after the expression attention (`temporal`). The
+  denoiser's rows are then clips of `frames` frames, clip-major; `frames` is an argument of `denoise`.
 - Classifier-free guidance: learned null latents "no expression" and "nothing" replace the expression
   latent; `null_drops` says what the unconditional variant drops (see `conditioning`).
 
 Params: reference_unet and denoising_unet keep diffusers' names (`with_backbone` loads a converted SD UNet
 into both); the new layers are denoising_unet's conv_in input channels 4..9 and its norm_expr/attn_expr,
-warp_projection/<block path> (the 1x1 convs), context_tokens, null_no_expression and null_nothing.
+warp_projection/<block path> (the 1x1 convs), context_tokens, null_no_expression and null_nothing, and with a
+temporal module denoising_unet's <block path>/temporal (`temporal.is_temporal`).
 """
 
 import math
@@ -35,6 +39,7 @@ from dex_jax.animator.conditioning import (NO_EXPRESSION, NOTHING, NULL_PARTS, c
                                            make_condition, ray_map_input)
 from dex_jax.animator.reference import block_tokens, sown_tokens, transformer_blocks, zero_tokens
 from dex_jax.animator.reference_warp import WarpProjection, volume_shape, warp_reference_tokens
+from dex_jax.animator.temporal import is_temporal, temporal_factory
 from dex_jax.diffusion.transformer import TOKEN_AXES
 from dex_jax.diffusion.unet import UNet2DConditionModel, unet_from_config
 
@@ -42,7 +47,7 @@ RAY_MAP_CHANNELS = 6
 CONTEXTS = ("learned",)
 EXPRESSION_MODULES = ("norm_expr", "attn_expr")
 PARTS = ("reference_unet", "denoising_unet", "ray_map_input", "expression_attention", "warp_projection",
-         "context_tokens", "null_latents")
+         "context_tokens", "null_latents", "temporal")
 
 
 class Animator(nn.Module):
@@ -88,11 +93,18 @@ class Animator(nn.Module):
             raise ValueError("the reference pass needs apply(..., mutable=['reference']); use reference_features")
         return sown_tokens(self.reference_unet.variables["reference"])
 
-    def denoise(self, noisy_latent, timesteps, condition, reference):
+    @property
+    def temporal(self):
+        """True when the denoising UNet has a temporal module."""
+        return self.denoising_unet.temporal is not None
+
+    def denoise(self, noisy_latent, timesteps, condition, reference, frames=1):
         """Noise prediction (N, h, w, 4) for noisy latents (N, h, w, 4) at `timesteps` ((N,) or scalar).
 
         `condition` is a `conditioning` dict for the N frames; `reference` the reference tree of the sources
-        its `source_index` points into (an index outside them is not checked).
+        its `source_index` points into (an index outside them is not checked). `frames` (a Python int) matters
+        only with a temporal module: the N rows are N / frames clips of `frames` consecutive frames, clip-major
+        (row r is frame r % frames of clip r // frames); 1: every row is a clip of its own.
         """
         rows, height, width, _ = noisy_latent.shape
         check_condition(condition, rows, self.expression_latent_dim)
@@ -120,6 +132,8 @@ class Animator(nn.Module):
             if self.reference_attention:
                 extras[block.path + ("extra_kv",)] = tokens[block.path]
                 extras[block.path + ("extra_kv_keep",)] = keep
+            if self.temporal:
+                extras[block.path + ("temporal_frames",)] = frames
 
         variant = condition["variant"][:, None]
         latent = condition["expression"].astype(jnp.float32)
@@ -128,8 +142,8 @@ class Animator(nn.Module):
         return self.denoising_unet(sample, timesteps, self._context(rows), unflatten_dict(extras),
                                    expression_tokens(latent, self.expression_tokens))
 
-    def __call__(self, source_latent, noisy_latent, timesteps, condition):
-        return self.denoise(noisy_latent, timesteps, condition, self.encode_reference(source_latent))
+    def __call__(self, source_latent, noisy_latent, timesteps, condition, frames=1):
+        return self.denoise(noisy_latent, timesteps, condition, self.encode_reference(source_latent), frames)
 
 
 def check_warp_shapes(unet, height, width):
@@ -160,7 +174,9 @@ def build_animator(config: ml_collections.ConfigDict) -> Animator:
     denoising_config.extra_in_channels = RAY_MAP_CHANNELS
     denoising_config.expression_dim = latent_dim // tokens
     check_warp_shapes(reference, unet.sample_size, unet.sample_size)
-    return Animator(reference, unet_from_config(denoising_config), tokens, config.context_length,
+    denoising = unet_from_config(denoising_config)
+    denoising = denoising.clone(temporal=temporal_factory(config.get("temporal"), denoising))
+    return Animator(reference, denoising, tokens, config.context_length,
                     tuple(config.null_drops), config.reference_attention)
 
 
@@ -182,9 +198,10 @@ def reference_features(model, params, source_latent):
     return tokens
 
 
-def denoise(model, params, noisy_latent, timesteps, condition, reference):
-    """`Animator.denoise` with `params`."""
-    return model.apply({"params": params}, noisy_latent, timesteps, condition, reference, method=Animator.denoise)
+def denoise(model, params, noisy_latent, timesteps, condition, reference, frames=1):
+    """`Animator.denoise` with `params` (rows in clips of `frames` frames where the model has a temporal module)."""
+    return model.apply({"params": params}, noisy_latent, timesteps, condition, reference, frames,
+                       method=Animator.denoise)
 
 
 def with_backbone(params, backbone):
@@ -219,7 +236,8 @@ def parameter_counts(config):
     """{part: number of params} of the animator `config` describes, from `jax.eval_shape` (nothing allocated).
 
     Parts: `PARTS`; denoising_unet counts the backbone UNet's params only (conv_in's first in_channels
-    inputs); ray_map_input its 6 added conv_in input channels; expression_attention its norm_expr/attn_expr.
+    inputs); ray_map_input its 6 added conv_in input channels; expression_attention its norm_expr/attn_expr;
+    temporal its temporal modules (0 without).
     """
     model = build_animator(config)
     side = config.unet.sample_size
@@ -227,7 +245,9 @@ def parameter_counts(config):
     counts = dict.fromkeys(PARTS, 0)
     for path, leaf in flatten_dict(nn.unbox(shapes["params"])).items():
         size = math.prod(leaf.shape)
-        if path[0] == "denoising_unet" and any(part in EXPRESSION_MODULES for part in path):
+        if path[0] == "denoising_unet" and is_temporal(path):
+            counts["temporal"] += size
+        elif path[0] == "denoising_unet" and any(part in EXPRESSION_MODULES for part in path):
             counts["expression_attention"] += size
         elif path[0] == "denoising_unet" and path[1:] == ("conv_in", "kernel"):
             backbone = size // leaf.shape[2] * config.unet.in_channels

@@ -14,6 +14,10 @@ Hooks (all off by default), set per block so that every block can get its own:
 - `expression_dim`: when set, each block has `norm_expr` + `attn_expr`, a cross-attention over
   separate tokens (B or 1, Le, expression_dim) placed after attn2, whose `to_out_0` starts at zero.
   Its params exist only if `init` gets expression tokens; a call without them skips it.
+- `temporal`: when set, a module factory (called with name='temporal') whose module each block calls as
+  module(hidden state (B, L, C), frames) right after the expression attention, adding its output to the hidden
+  state; `frames` is the block's extras 'temporal_frames' (an int, default 1): the batch holds clips of that many
+  frames, clip-major (dex_jax.animator.temporal).
 """
 
 import flax.linen as nn
@@ -109,6 +113,7 @@ class BasicTransformerBlock(nn.Module):
     expression_dim: int | None = None
     attention_implementation: str | None = None
     dtype: object = None
+    temporal: object = None
 
     def _attention(self, name, zero_init_out=False):
         return Attention(self.heads, self.head_dim, self.dim, zero_init_out, self.attention_implementation,
@@ -136,6 +141,8 @@ class BasicTransformerBlock(nn.Module):
             expression = _match_batch(expression, x, self.expression_dim, "expression tokens")
             x = x + self._attention("attn_expr", zero_init_out=True)(
                 layer_norm(LAYER_NORM_EPS, self.dtype, name="norm_expr")(x), expression)
+        if self.temporal is not None:
+            x = x + self.temporal(name="temporal")(x, extras.get("temporal_frames", 1))
         x = x + FeedForward(self.dim, dtype=self.dtype, name="ff")(layer_norm(LAYER_NORM_EPS, self.dtype, name="norm3")(x))
         return nn.with_logical_constraint(x, TOKEN_AXES)
 
@@ -151,6 +158,7 @@ class Transformer2DModel(nn.Module):
     expression_dim: int | None = None
     attention_implementation: str | None = None
     dtype: object = None
+    temporal: object = None
 
     @nn.compact
     def __call__(self, x, context, extras=None, expression=None):
@@ -165,7 +173,7 @@ class Transformer2DModel(nn.Module):
         for i in range(self.num_layers):
             name = f"transformer_blocks_{i}"
             tokens = BasicTransformerBlock(inner, self.heads, self.head_dim, self.expression_dim,
-                                           self.attention_implementation, self.dtype, name=name)(
+                                           self.attention_implementation, self.dtype, self.temporal, name=name)(
                 tokens, context, child_extras(extras, name), expression)
         if self.use_linear_projection:
             out = dense(c, dtype=self.dtype, axes=("heads", "embed"), name="proj_out")(tokens).reshape(b, h, w, c)

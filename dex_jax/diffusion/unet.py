@@ -34,7 +34,8 @@ class UNet2DConditionModel(nn.Module):
 
     `attention_head_dim` is the number of heads per block (an int or one per down block), as
     SD-1.x configs use it. `extra_in_channels` adds zero-initialised conv_in input channels after
-    the first `in_channels`. `extras` and `expression` are the hooks of dex_jax.diffusion.transformer.
+    the first `in_channels`. `extras`, `expression` and `temporal` (a module factory for every transformer block)
+    are the hooks of dex_jax.diffusion.transformer.
     """
 
     sample_size: int = 64
@@ -55,6 +56,7 @@ class UNet2DConditionModel(nn.Module):
     expression_dim: int | None = None
     attention_implementation: str | None = None
     dtype: object = None
+    temporal: object = None
 
     def _heads(self):
         heads = self.attention_head_dim
@@ -77,7 +79,7 @@ class UNet2DConditionModel(nn.Module):
         return dict(out_channels=out_channels, num_layers=num_layers, heads=heads, norm_groups=self.norm_num_groups,
                     eps=self.norm_eps, use_linear_projection=self.use_linear_projection,
                     expression_dim=self.expression_dim, attention_implementation=self.attention_implementation,
-                    dtype=self.dtype)
+                    dtype=self.dtype, temporal=self.temporal)
 
     @nn.compact
     def __call__(self, sample, timesteps, encoder_hidden_states, extras=None, expression=None):

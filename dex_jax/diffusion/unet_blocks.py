@@ -19,6 +19,7 @@ class _BlockFields(nn.Module):
     expression_dim: int | None = None
     attention_implementation: str | None = None
     dtype: object = None
+    temporal: object = None
 
     def resnet(self, i):
         return ResnetBlock2D(self.out_channels, self.norm_groups, self.eps, self.dtype, name=f"resnets_{i}")
@@ -27,7 +28,7 @@ class _BlockFields(nn.Module):
         name = f"attentions_{i}"
         return Transformer2DModel(
             self.heads, self.out_channels // self.heads, 1, self.norm_groups, self.use_linear_projection,
-            self.expression_dim, self.attention_implementation, self.dtype, name=name)(
+            self.expression_dim, self.attention_implementation, self.dtype, self.temporal, name=name)(
             x, context, child_extras(extras, name), expression)
 
 
