@@ -28,16 +28,16 @@ LABEL_FIELDS = {"source_pose": "pose", "driving_pose": "pose", "source_expressio
 class RandomBatches:
     """grain data source: record i is this process's slice of global batch i, drawn from seed (seed, i).
 
-    Layout as the Stage-1 pipeline: source (b,S,S,3); driving, pose_input (b,K,S,S,3); expression_input
-    (b,K,E,E,3) in [-1, 1]; face_mask (b,K,S,S,1), a centred box of ones; expression_mask (b,K,S,S,1) bool, a
-    band across that box's middle; source_pose (b,6) and driving_pose (b,K,6), random (yaw, pitch, roll, tx,
-    ty, scale), and source_expression (b,n) and driving_expression (b,K,n), random in [0, 1], as SynthHeads
-    records them.
+    Layout as the grain pipeline's (K = num_driving, or clip_length for kind 'clips'): source (b,S,S,3); driving,
+    pose_input (b,K,S,S,3); expression_input (b,K,E,E,3) in [-1, 1]; face_mask (b,K,S,S,1), a centred box of ones;
+    expression_mask (b,K,S,S,1) bool, a band across that box's middle; source_pose (b,6) and driving_pose (b,K,6),
+    random (yaw, pitch, roll, tx, ty, scale), and source_expression (b,n) and driving_expression (b,K,n), random in
+    [0, 1], as SynthHeads records them.
     """
 
-    def __init__(self, data_config, process_index, process_count, length=2 ** 31 - 1):
-        self._config = {k: int(data_config[k]) for k in
-                        ("batch_size", "image_size", "expression_size", "num_driving", "seed")}
+    def __init__(self, data_config, process_index, process_count, length=2 ** 31 - 1, kind="pairs"):
+        self._config = {k: int(data_config[k]) for k in ("batch_size", "image_size", "expression_size", "seed")}
+        self._config["num_driving"] = int(data_config["clip_length" if kind == "clips" else "num_driving"])
         self._rows = slice(process_index * self._config["batch_size"] // process_count,
                            (process_index + 1) * self._config["batch_size"] // process_count)
         self._length = length
@@ -90,7 +90,7 @@ def label_fields_read(config):
     """Label batch field (LABEL_FIELDS) -> the setting of a train config that reads it."""
     if config.stage == "expression":
         return {"driving_expression": "stage expression"}
-    if config.stage == "animator":
+    if config.stage in ("animator", "temporal"):
         return {}
     reads = {}
     if config.loss.pose_supervision:
@@ -159,15 +159,20 @@ class Batches:
         self.close()
 
 
-def make_iterator(data_config, kind="pairs"):
-    """The `Batches` that `data_config.source` names (see module docstring)."""
+def make_iterator(data_config, kind=None):
+    """The `Batches` that `data_config.source` names (see module docstring), of examples of `kind` ('pairs':
+    num_driving frames each, 'clips': clip_length consecutive frames; None: data_config.kind, 'pairs' where the
+    config has none)."""
+    kind = kind or data_config.get("kind", "pairs")
+    if kind not in pipeline.KINDS:
+        raise ValueError(f"data.kind must be one of {pipeline.KINDS}, got {kind!r}")
     source = data_config.get("source", "tfds")
     if source == "tfds":
         _check_dataset_dir(data_config)
         return Batches(pipeline.make_loader(data_config, kind))
     if source == "random":
         loader = grain.DataLoader(
-            data_source=RandomBatches(data_config, jax.process_index(), jax.process_count()),
+            data_source=RandomBatches(data_config, jax.process_index(), jax.process_count(), kind=kind),
             sampler=grain.samplers.IndexSampler(num_records=2 ** 31 - 1, shuffle=False, seed=0,
                                                 shard_options=grain.sharding.NoSharding(), num_epochs=1),
             worker_count=0)

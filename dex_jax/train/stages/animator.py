@@ -25,6 +25,7 @@ dropped whole (dropped_all) or lost its expression (dropped_expression). Preview
 
 import functools
 import logging
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -83,6 +84,74 @@ def one_step_estimate(schedule, noisy, prediction, timesteps):
     return (noisy - jnp.sqrt(1 - alpha_bar) * prediction) / jnp.sqrt(alpha_bar)
 
 
+class DenoisingProblem(NamedTuple):
+    """What one step's frozen half (`denoising_problem`) hands the trained half; rows = sources x k frames."""
+
+    source: jax.Array
+    driving: jax.Array
+    source_latent: jax.Array
+    noise: jax.Array
+    noisy: jax.Array
+    timesteps: jax.Array
+    condition: dict
+    variants: jax.Array
+    frames: int
+
+
+def denoising_problem(codec, encoders, schedule, batch, frozen, rng, drop_all, drop_expression, per_source=False):
+    """A batch (B sources, K driving frames each) as the epsilon-prediction problem of the module docstring.
+
+    Frozen, no gradient: latents, poses and expression latents. `rng` draws the noise, timesteps and condition
+    dropout; `per_source`: one dropout draw per source for all its K frames (a clip keeps one variant), else one
+    per frame.
+    """
+    source = batch["source"]
+    sources, k = source.shape[0], batch["driving"].shape[1]
+    rows = sources * k
+    driving = flatten_frames(batch["driving"])
+    motion = {"pose": frozen["pose"], "expression": frozen["expression"]}
+    codec_params = frozen.get("vae")
+    source_latent, target, source_pose, driving_pose, expression = jax.lax.stop_gradient((
+        codec.encode(codec_params, source), codec.encode(codec_params, driving),
+        jnp.repeat(encoders.poses(motion, source), k, axis=0),
+        encoders.poses(motion, flatten_frames(batch["pose_input"])),
+        encoders.expressions(motion, flatten_frames(batch["expression_input"]))))
+
+    noise_rng, time_rng, drop_rng = jax.random.split(rng, 3)
+    noise = jax.random.normal(noise_rng, target.shape, jnp.float32)
+    timesteps = jax.random.randint(time_rng, (rows,), 0, schedule.num_train_timesteps)
+    noisy = add_noise(schedule, target, noise, timesteps)
+    if per_source:
+        variants = jnp.repeat(dropout_variants(drop_rng, sources, drop_all, drop_expression), k)
+    else:
+        variants = dropout_variants(drop_rng, rows, drop_all, drop_expression)
+    condition = make_condition(source_pose, driving_pose, expression, jnp.repeat(jnp.arange(sources), k), variants)
+    return DenoisingProblem(source, driving, source_latent, noise, noisy, timesteps, condition, variants, k)
+
+
+def epsilon_loss(model, params, problem, frames=1):
+    """(mean squared error of the predicted noise, the prediction) of animator `params` on a `DenoisingProblem`;
+    `frames`: the rows are clips of that many frames (`Animator.denoise`)."""
+    prediction, _ = model.apply({"params": params}, problem.source_latent, problem.noisy, problem.timesteps,
+                                problem.condition, frames, mutable=["reference"])
+    prediction = prediction.astype(jnp.float32)
+    return jnp.mean(jnp.square(prediction - problem.noise)), prediction
+
+
+def step_report(schedule, codec, frozen, problem, loss, prediction, grads, learning_rate, num_images):
+    """(metrics of METRIC_NAMES, preview of PREVIEW_NAMES) of one step."""
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+               "learning_rate": jnp.asarray(learning_rate, jnp.float32),
+               "dropped_all": jnp.mean(problem.variants == NOTHING),
+               "dropped_expression": jnp.mean(problem.variants == NO_EXPRESSION)}
+    shown = slice(0, num_images)
+    estimate = one_step_estimate(schedule, problem.noisy[shown], jax.lax.stop_gradient(prediction[shown]),
+                                 problem.timesteps[shown])
+    preview = (jnp.repeat(problem.source, problem.frames, axis=0)[shown], problem.driving[shown],
+               jnp.clip(codec.decode(frozen.get("vae"), estimate), -1.0, 1.0).astype(jnp.float32))
+    return metrics, preview
+
+
 def make_stage(config):
     """The animator `Stage` for a train config (configs/animator_*.py); reads the frozen parts it names now.
 
@@ -101,7 +170,6 @@ def make_stage(config):
     optimizer, lr_schedule = make_optimizer(config.optimizer, config.optimizer.lr, config.total_steps)
     side = config.model.unet.sample_size
     drop_all, drop_expression = float(config.loss.drop_all), float(config.loss.drop_expression)
-    num_images = config.log.num_images
 
     def init(rng):
         init_rng, train_rng = jax.random.split(rng)
@@ -109,45 +177,15 @@ def make_stage(config):
         return create_state({STAGE: params}, {STAGE: optimizer}, train_rng, ema_names=(STAGE,))
 
     def step(state, batch, frozen):
-        source = batch["source"]
-        sources, k = source.shape[0], batch["driving"].shape[1]
-        rows = sources * k
-        driving = flatten_frames(batch["driving"])
-        motion = {"pose": frozen["pose"], "expression": frozen["expression"]}
-        codec_params = frozen.get("vae")
-        source_latent, target, source_pose, driving_pose, expression = jax.lax.stop_gradient((
-            codec.encode(codec_params, source), codec.encode(codec_params, driving),
-            jnp.repeat(encoders.poses(motion, source), k, axis=0),
-            encoders.poses(motion, flatten_frames(batch["pose_input"])),
-            encoders.expressions(motion, flatten_frames(batch["expression_input"]))))
-
-        noise_rng, time_rng, drop_rng = jax.random.split(step_rng(state), 3)
-        noise = jax.random.normal(noise_rng, target.shape, jnp.float32)
-        timesteps = jax.random.randint(time_rng, (rows,), 0, schedule.num_train_timesteps)
-        noisy = add_noise(schedule, target, noise, timesteps)
-        variants = dropout_variants(drop_rng, rows, drop_all, drop_expression)
-        condition = make_condition(source_pose, driving_pose, expression, jnp.repeat(jnp.arange(sources), k),
-                                   variants)
-
-        def objective(params):
-            prediction, _ = model.apply({"params": params}, source_latent, noisy, timesteps, condition,
-                                        mutable=["reference"])
-            prediction = prediction.astype(jnp.float32)
-            return jnp.mean(jnp.square(prediction - noise)), prediction
-
-        (loss, prediction), grads = jax.value_and_grad(objective, has_aux=True)(state.params[STAGE])
+        problem = denoising_problem(codec, encoders, schedule, batch, frozen, step_rng(state), drop_all,
+                                    drop_expression)
+        (loss, prediction), grads = jax.value_and_grad(
+            lambda params: epsilon_loss(model, params, problem), has_aux=True)(state.params[STAGE])
         params, opt_state = apply_gradients(state, STAGE, grads, optimizer)
         new = state.replace(step=state.step + 1, params={STAGE: params}, opt_state={STAGE: opt_state},
                             ema={STAGE: ema_update(state.ema[STAGE], params, config.ema.decay)})
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-                   "learning_rate": jnp.asarray(lr_schedule(state.step), jnp.float32),
-                   "dropped_all": jnp.mean(variants == NOTHING),
-                   "dropped_expression": jnp.mean(variants == NO_EXPRESSION)}
-        shown = slice(0, num_images)
-        estimate = one_step_estimate(schedule, noisy[shown], jax.lax.stop_gradient(prediction[shown]),
-                                     timesteps[shown])
-        preview = (jnp.repeat(source, k, axis=0)[shown], driving[shown],
-                   jnp.clip(codec.decode(codec_params, estimate), -1.0, 1.0).astype(jnp.float32))
+        metrics, preview = step_report(schedule, codec, frozen, problem, loss, prediction, grads,
+                                       lr_schedule(state.step), config.log.num_images)
         return new, metrics, preview
 
     return Stage(init=init, step=step, frozen=frozen, metric_names=METRIC_NAMES, preview_names=PREVIEW_NAMES,

@@ -1,0 +1,95 @@
+"""Stage-3 training (dex_jax.train.stages.temporal) on the `test` animator: three steps of the shared loop from a
+Stage-2 export leave every non-temporal param bitwise as the export holds it and move every temporal one; Adam's
+state holds the temporal params only; clips come as consecutive-frame batches; bad settings are one-line errors."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+from animator_checkpoint import untrained_params, write_untrained_export
+from flax.traverse_util import flatten_dict
+
+from dex_jax.animator.temporal import is_temporal
+from dex_jax.cli import main as cli_main
+from dex_jax.config_loading import load_config
+from dex_jax.train.cli import STAGES, check_workdir
+from dex_jax.train.input import make_iterator
+from dex_jax.train.loop import train
+from dex_jax.train.stages import temporal
+
+
+@pytest.fixture(scope="module")
+def stage2(tmp_path_factory):
+    """An untrained Stage-2 `test` export (every param random, zero-initialised layers too) and its train config."""
+    return write_untrained_export(tmp_path_factory.mktemp("stage2") / "export")
+
+
+def temporal_config(stage2):
+    export, stage2_config = stage2
+    config = load_config("configs/animator_temporal_test.py")
+    config.init_from = str(export)
+    config.motion_from = stage2_config.motion_from
+    return config
+
+
+def flat(tree):
+    return {path: np.asarray(leaf) for path, leaf in flatten_dict(jax.device_get(tree)).items()}
+
+
+def test_random_clips_batch_layout(stage2):
+    config = temporal_config(stage2)
+    with make_iterator(config.data) as batches:
+        batch = next(batches)
+    assert batch["source"].shape == (2, 16, 16, 3)
+    assert batch["driving"].shape == batch["pose_input"].shape == (2, 3, 16, 16, 3)
+    assert batch["expression_input"].shape == (2, 3, 32, 32, 3)
+
+
+def test_three_steps_train_the_temporal_params_alone(stage2, tmp_path):
+    """Through the loop (warm start, donation, checkpoints): after 3 steps every non-temporal param and its EMA
+    equal the Stage-2 export's bit for bit, every temporal param and its EMA moved, and Adam's moments hold exactly
+    the temporal params."""
+    config = temporal_config(stage2)
+    assert "temporal" in STAGES
+    check_workdir(config, tmp_path / "run")
+    state, step = train(config, tmp_path / "run", temporal.make_stage(config), make_iterator(config.data))
+    assert step == 3
+
+    exported = flat(untrained_params(stage2[1].model))  # what write_untrained_export wrote (seed 0)
+    params, ema = flat(state.params["animator"]), flat(state.ema["animator"])
+    fixed = [path for path in params if not is_temporal(path)]
+    moved = [path for path in params if is_temporal(path)]
+    assert set(fixed) == set(exported) and len(moved) > 50
+    for path in fixed:
+        np.testing.assert_array_equal(params[path], exported[path], err_msg="/".join(path))
+        np.testing.assert_array_equal(ema[path], exported[path], err_msg="/".join(path))
+
+    stage = temporal.make_stage(config)
+    with jax.threefry_partitionable(False):  # as the loop draws the init
+        init = flat(jax.jit(lambda rng: nn.unbox(stage.init(rng)).params["animator"])(jax.random.PRNGKey(config.seed)))
+    unchanged = [path for path in moved if np.array_equal(params[path], init[path])
+                 or np.array_equal(ema[path], init[path])]
+    assert not unchanged, unchanged[:3]
+    module = moved[0][:moved[0].index("temporal") + 1]
+    assert not np.any(init[module + ("proj_out", "kernel")])  # a fresh module's output is zero
+
+    moments = flatten_dict(jax.device_get(state.opt_state["animator"][1][0].mu))
+    assert set(moments) == set(moved)
+
+
+def test_bad_settings_are_one_line_errors(stage2, tmp_path, capsys):
+    export, stage2_config = stage2
+    tiny_export, _ = write_untrained_export(tmp_path / "tiny", "tiny")
+    base = ["train", "--config", "animator_temporal_test", "--workdir", str(tmp_path / "run"),
+            f"--config.motion_from={stage2_config.motion_from}"]
+    cases = {"--config.model.temporal.enabled=False": "set model.temporal.enabled=True",
+             "--config.data.kind=pairs": "trains on clips: set data.kind='clips'",
+             "--config.init_from=": "init_from is empty",
+             f"--config.init_from={stage2_config.motion_from}": "not an animator run (its config's stage is 'stage1')",
+             f"--config.init_from={tiny_export}": f"init_from {tiny_export}: its animator does not fit this config"}
+    for override, message in cases.items():
+        extra = [] if "init_from" in override else [f"--config.init_from={export}"]
+        code = cli_main(base + extra + [override])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and message in err[0], (override, err)
+    assert not (tmp_path / "run").exists()
