@@ -108,9 +108,9 @@ def test_each_mode_makes_one_model_call_of_its_variants_per_step(setup, monkeypa
     original = sampler_module.denoise
     calls = []
 
-    def recording(model, params, noisy, timesteps, condition, reference):
+    def recording(model, params, noisy, timesteps, condition, reference, frames=1):
         calls.append(noisy.shape)
-        return original(model, params, noisy, timesteps, condition, reference)
+        return original(model, params, noisy, timesteps, condition, reference, frames)
 
     monkeypatch.setattr(sampler_module, "denoise", recording)
     rows = latents.shape[0]

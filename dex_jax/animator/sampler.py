@@ -35,21 +35,23 @@ def guidance_variants(condition, cfg):
     raise ValueError(f"cfg must be one of {CFG_MODES}, got {cfg!r}")
 
 
-def make_animator_sampler(model, schedule, num_steps, cfg="progressive", eta=0.0, mesh=None):
+def make_animator_sampler(model, schedule, num_steps, cfg="progressive", eta=0.0, mesh=None, frames=1):
     """A jitted `sample(params, reference, latents, condition, guidance, rng) -> latents` of `model` (an Animator).
 
     `schedule`: a diffusion.schedule.SchedulerConfig; `num_steps` DDIM steps from the noise `latents` (N, h, w, C)
     to the clean latents. `reference` is the reference tree of the sources that `condition` (a FULL
     conditioning dict for the N frames) indexes; `guidance` the scale w (a traced scalar: changing it does not
     recompile); `rng` the key of the eta noise (None when eta is 0). With a `mesh`, the latents and each
-    step's stacked model batch are sharded on its 'data' axis.
+    step's stacked model batch are sharded on its 'data' axis. `frames`: with a temporal module, the N frames are
+    clips of that many consecutive frames (N: all of them one clip; 1: each frame alone); longer clips:
+    `animator.windowed`.
     """
     if cfg not in CFG_MODES:
         raise ValueError(f"cfg must be one of {CFG_MODES}, got {cfg!r}")
 
     def model_fn(params_and_reference, latents, timesteps, condition):
         params, reference = params_and_reference
-        return denoise(model, params, latents, timesteps, condition, reference)
+        return denoise(model, params, latents, timesteps, condition, reference, frames)
 
     weights_fn = progressive_hybrid_weights if cfg == "progressive" else single_condition
     loop = make_sampler(model_fn, schedule, num_steps, eta=eta, weights_fn=weights_fn, mesh=mesh)
