@@ -93,3 +93,18 @@ def test_bad_settings_are_one_line_errors(stage2, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and message in err[0], (override, err)
     assert not (tmp_path / "run").exists()
+
+
+def test_paper_and_synth_configs():
+    """animator_temporal_paper holds the paper's Stage-3 numbers (Sec. 4.1: "Only the temporal module is trained using
+    24-frame video sequences, with a batch size of 8 and a learning rate of 1e-5 for 80k iterations"); it and the
+    SynthHeads config pass the stage's checks once init_from is given."""
+    paper = load_config("configs/animator_temporal_paper.py")
+    assert (paper.stage, paper.data.kind, paper.data.clip_length, paper.data.batch_size, paper.optimizer.lr,
+            paper.total_steps) == ("temporal", "clips", 24, 8, 1e-5, 80_000)
+    assert paper.data.image_size == 512 and paper.model.temporal.enabled
+    synth = load_config("configs/animator_temporal_synth.py")
+    assert synth.data.clip_length == 24 and synth.init_from.endswith("data/animator_synth")
+    for config in (paper, synth):
+        config.init_from = "STAGE2"
+        temporal.check_config(config)
