@@ -43,6 +43,10 @@ def get_config():
                              down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                              up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
     config.latent = dict(kind="space_to_depth", factor=2)
+    # Sampling clips each step's x_0 estimate to [-1, 1], the pixels' range, as pixel-space DDPMs do (ours; latent
+    # diffusion never clips); training does not read it. Without it this CPU-trained animator's DDIM trajectories
+    # leave the range (values to +-10) and its frames are noise.
+    config.diffusion.clip_sample = True
 
     config.data.dataset_dir = os.path.join(data_dir(), "synth_heads/cpu128/1.0.0")
     config.data.batch_size = 4
