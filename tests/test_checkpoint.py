@@ -10,12 +10,13 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from dex_jax.train.checkpoint import read_checkpoint
 from dex_jax.train.input import make_iterator
-from dex_jax.train.loop import train
+from dex_jax.train.loop import own_buffers, train
 from toy_stage import REPO, flat_params, make_toy_stage, toy_config
 
 
@@ -138,3 +139,22 @@ def test_read_checkpoint_returns_the_newest_state_and_names_missing_ones(tmp_pat
     corrupt(tmp_path / "run" / "checkpoints" / "2")
     with pytest.raises(ValueError, match="no intact checkpoint"):
         read_checkpoint(tmp_path / "run" / "checkpoints")
+
+
+def test_own_buffers_copies_a_leaf_that_shares_a_buffer_so_the_state_can_be_donated():
+    shared = jnp.zeros((4,))
+    tree = {"params": {"w": shared}, "ema": {"w": shared}, "other": jnp.ones((2,))}
+
+    def pointer(leaf):
+        return leaf.addressable_shards[0].data.unsafe_buffer_pointer()
+
+    owned = own_buffers(tree)
+    assert sorted([pointer(owned["params"]["w"]) == pointer(shared), pointer(owned["ema"]["w"]) == pointer(shared)]) \
+        == [False, True]
+    assert owned["other"] is tree["other"]
+    np.testing.assert_array_equal(owned["ema"]["w"], shared)
+    np.testing.assert_array_equal(owned["params"]["w"], shared)
+    step = jax.jit(lambda t: jax.tree.map(lambda x: x + 1, t), donate_argnums=0)
+    with pytest.raises(Exception, match="donate the same buffer twice"):
+        step(tree)
+    assert float(step(owned)["ema"]["w"][0]) == 1.0

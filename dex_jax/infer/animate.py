@@ -74,6 +74,18 @@ def add_sampling_arguments(parser, seed_option="--seed"):
                           help="seed of the starting noise (default 0)")
 
 
+def add_model_arguments(parser):
+    """--checkpoint, --engine and the diffusion engine's sampling options (`add_sampling_arguments`); a command
+    reads the model they name with `checkpoint_of` and `sampling_options`."""
+    parser.add_argument("--checkpoint", default=None, type=Path,
+                        help="a training workdir or an exported model of either engine; its config picks the "
+                             "engine (default: the bundled model of --engine)")
+    parser.add_argument("--engine", default=None, choices=tuple(ENGINES),
+                        help=f"the bundled model to use without --checkpoint: stage1 ({DEFAULTS['checkpoint']}, "
+                             f"the default) or diffusion ({DEFAULTS['animator']})")
+    add_sampling_arguments(parser)
+
+
 def sampling_options(args):
     """The keyword arguments of `load_pipeline` that add_sampling_arguments' options give."""
     return dict(seed=args.noise_seed, steps=args.steps, guidance=args.guidance, cfg=args.cfg)
@@ -88,13 +100,7 @@ def parse_args(argv):
     parser.add_argument("--pose-driving", default=None, type=Path, help="video that drives the head pose only")
     parser.add_argument("--expression-driving", default=None, type=Path,
                         help="video that drives the expression only")
-    parser.add_argument("--checkpoint", default=None, type=Path,
-                        help="a training workdir or an exported model of either engine; its config picks the "
-                             "engine (default: the bundled model of --engine)")
-    parser.add_argument("--engine", default=None, choices=tuple(ENGINES),
-                        help=f"the bundled model to use without --checkpoint: stage1 ({DEFAULTS['checkpoint']}, "
-                             f"the default) or diffusion ({DEFAULTS['animator']})")
-    add_sampling_arguments(parser)
+    add_model_arguments(parser)
     parser.add_argument("--out", default=DEFAULTS["out"], type=Path, help="output folder (default: %(default)s)")
     add_overwrite_argument(parser)
     parser.add_argument("--max-frames", default=None, type=int, help="animate at most this many frames")

@@ -25,8 +25,7 @@ from dex_jax.arguments import ArgumentParser
 from dex_jax.data.h264 import H264Writer
 from dex_jax.data.video_io import video_fps
 from dex_jax.face.landmarker import FaceLandmarker, check_rgb_uint8
-from dex_jax.infer.animate import (DEFAULTS, ENGINES, add_sampling_arguments, checkpoint_of, drive_clips,
-                                   sampling_options)
+from dex_jax.infer.animate import add_model_arguments, checkpoint_of, drive_clips, sampling_options
 from dex_jax.infer.faces import MAX_FACES, check_photo_size, find_faces
 from dex_jax.infer.pipeline import DRIVE_CHUNK, load_pipeline
 
@@ -38,13 +37,7 @@ VIDEO_HEIGHT = 280  # pixels of the page the video players take
 def parse_args(argv):
     parser = ArgumentParser(prog="dex-portrait serve", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None, type=Path,
-                        help="a training workdir or an exported model of either engine; its config picks the "
-                             "engine (default: the bundled model of --engine)")
-    parser.add_argument("--engine", default=None, choices=tuple(ENGINES),
-                        help=f"the bundled model to use without --checkpoint: stage1 ({DEFAULTS['checkpoint']}, "
-                             f"the default) or diffusion ({DEFAULTS['animator']})")
-    add_sampling_arguments(parser)
+    add_model_arguments(parser)
     parser.add_argument("--batch", default=DRIVE_CHUNK, type=int,
                         help="frames per call of the compiled model (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")

@@ -93,6 +93,23 @@ class StopRequest:
             signal.signal(signum, self._previous[signum])
 
 
+def own_buffers(tree):
+    """`tree` with each leaf that shares a device buffer with an earlier leaf replaced by a copy. The update step
+    donates the whole state, and XLA refuses one buffer donated twice; a fresh state can hold such a pair (a
+    warm start that puts one array in two places, or init's equal constant leaves, such as a zero-initialised
+    layer and its EMA)."""
+    seen = set()
+
+    def own(leaf):
+        buffers = tuple(shard.data.unsafe_buffer_pointer() for shard in leaf.addressable_shards)
+        if buffers in seen:
+            return jnp.copy(leaf)
+        seen.add(buffers)
+        return leaf
+
+    return jax.tree.map(own, tree)
+
+
 def _abstract_with_shardings(abstract, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
 
@@ -153,6 +170,7 @@ def train(config, workdir, stage, data_iterator):
             log.info("initialised the state in %.1f s", time.perf_counter() - started)
             if stage.warm_start:
                 state = stage.warm_start(state)
+            state = own_buffers(state)
         if step >= total:
             return state, step
 
