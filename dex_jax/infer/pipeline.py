@@ -14,8 +14,8 @@ training pipeline builds them (`dex_jax.data.pipeline`, `augment`):
   expression input  the square around the landmarks' bounding box (times data.expression_box_scale), not
                     rotated, resized to E.
 `animate` (the animate command's path) takes photos and videos at any size: the source faces and every driving
-frame are cropped with the data builder's crop (`infer.paste_back`, CROP_SIZE pixels, the driving boxes smoothed
-over time), the motion is relative (default) or absolute (`infer.relative_motion`), frames go through `drive` in
+frame are cropped as the model's training data was (`infer.paste_back`: the data builder's crop, framed as the
+renders are for a SynthHeads-trained model; CROP_SIZE pixels, the driving boxes smoothed over time), the motion is relative (default) or absolute (`infer.relative_motion`), frames go through `drive` in
 batches of `batch` (the last one padded, so one compiled shape), and each result is pasted back into the
 full-resolution source, or returned as the crop at S. Videos are read twice, frames one at a time: a first pass
 (`track`) keeps each frame's landmarks only, a second crops and drives, so memory does not grow with the clip.
@@ -82,7 +82,7 @@ def largest_face(landmarker, frame):
 @dataclasses.dataclass
 class Track:
     """A driving clip's first pass: per frame the landmarks (T, 478, 2) in frame pixels (the nearest frame's where
-    a frame has no face) and the data builder's crop boxes (T, 3), smoothed over time; frames without a face."""
+    a frame has no face) and the crop boxes (T, 3), smoothed over time; frames without a face."""
 
     points: np.ndarray
     boxes: np.ndarray
