@@ -15,7 +15,7 @@ from dex_jax import cli
 from dex_jax.data.h264 import H264Writer, describe_streams, ffmpeg_exe
 from dex_jax.data.video_io import read_clip, read_image, stream_clip, write_image
 from dex_jax.face.landmarker import FaceLandmarker
-from dex_jax.infer.animate import DEFAULTS
+from dex_jax.infer.animate import COMPARISON_HEIGHT, DEFAULTS
 from dex_jax.infer.faces import MAX_FACES, find_faces
 from dex_jax.infer.paste_back import paste_mask
 from dex_jax.infer.pipeline import load_motion_model, track
@@ -94,6 +94,7 @@ def test_animate_writes_h264_with_the_driving_sound_at_the_source_size(run, tmp_
         assert len(audio_stream(out / name)) == 1
     result, _ = read_clip(out / "result.mp4")
     assert result.shape == (5, 600, 900, 3)
+    assert read_clip(out / "side_by_side.mp4")[0].shape[1] == COMPARISON_HEIGHT  # panels capped, not 600 rows
     # far from the face the source is kept (up to H.264's loss)
     assert np.abs(result[:, :, :150].astype(float) - framed_astronaut()[:, :150]).mean() < 2
     code, _, err = dex(capsys, "animate", "--checkpoint", run, "--source", source, "--driving", toned,

@@ -2,7 +2,8 @@
 
 With no arguments it animates the bundled SynthHeads source (data/demo/source.png) with the bundled driving
 clip (data/demo/driving.mp4) using the bundled Stage-1 model (data/motion_synth, trained on SynthHeads only),
-and writes OUT/result.mp4, OUT/side_by_side.mp4 (source | driving | result) and OUT/side_by_side.png, a still
+and writes OUT/result.mp4, OUT/side_by_side.mp4 (source | driving | result, panels at most 512 pixels
+tall, so its encoder's memory does not grow with the source) and OUT/side_by_side.png, a still
 of 4 evenly spaced side-by-side frames, one under the other (OUT: out/animate unless --out; an existing OUT is
 refused unless --overwrite, and OUT appears only once complete). With --pose-driving and
 --expression-driving the head pose comes from one video and the expression from the other (side by side:
@@ -59,6 +60,7 @@ DEFAULTS = {"source": DEMO / "demo" / "source.png", "driving": DEMO / "demo" / "
             "checkpoint": DEMO / "motion_synth", "animator": DEMO / "animator_synth", "out": Path("out") / "animate"}
 ENGINES = {"stage1": "checkpoint", "diffusion": "animator"}  # engine -> its bundled model in DEFAULTS
 RESULT, SIDE_BY_SIDE, STILL = "result.mp4", "side_by_side.mp4", "side_by_side.png"
+COMPARISON_HEIGHT = 512  # the side-by-side video's and still's panels are at most this tall; result.mp4 is full size
 
 
 def add_sampling_arguments(parser, seed_option="--seed"):
@@ -221,9 +223,9 @@ def animate(args):
                 for i, (pose, expression, result) in enumerate(tqdm.tqdm(frames, total=count, unit="frame",
                                                                          disable=None, leave=False)):
                     shown = [pose] if expression_path is None else [pose, expression]
-                    source_panel = panel(source, result.shape[0]) if source_panel is None else source_panel
-                    comparison = np.concatenate([source_panel] + [panel(f, result.shape[0]) for f in shown] +
-                                                [result], axis=1)
+                    height = min(result.shape[0], COMPARISON_HEIGHT)
+                    source_panel = panel(source, height) if source_panel is None else source_panel
+                    comparison = np.concatenate([source_panel] + [panel(f, height) for f in shown + [result]], axis=1)
                     result_video.write(result)
                     comparison_video.write(comparison)
                     if i in picks:
