@@ -1,5 +1,6 @@
 """MotionPipeline.posed, the serve app's slider path: one frame rendered at the source's own pose turned and scaled,
-with the source's own expression or a driving image's, checked against the generator's render at that pose."""
+with the source's own expression or a driving image's, checked against the generator's render at that pose; the
+diffusion engine on the same path."""
 
 import jax
 import numpy as np
@@ -12,7 +13,7 @@ from dex_jax.image import to_uint8
 from dex_jax.infer.animate import DEFAULTS
 from dex_jax.infer.faces import MAX_FACES, find_faces
 from dex_jax.infer.paste_back import face_box, paste_mask
-from dex_jax.infer.pipeline import largest_face, load_motion_model
+from dex_jax.infer.pipeline import largest_face, load_motion_model, load_pipeline
 from dex_jax.motion.generator import build_motion_generator
 
 
@@ -78,3 +79,19 @@ def test_an_expression_image_without_a_face_or_a_bad_scale_is_refused(posing):
         pipeline.posed(source, face, expression=np.full((64, 64, 3), 90, np.uint8))
     with pytest.raises(ValueError, match="scale must be positive"):
         pipeline.posed(source, face, scale=0.0)
+
+
+def test_the_diffusion_engine_renders_the_sliders_pose(posing):
+    # The bundled animator (trained, so the pose reaches its frames through ray maps and warped features), 2 DDIM
+    # steps without guidance: a turn changes the frame, the same pose gives the same frame (seeded noise), and the
+    # pasted result has the source's size.
+    _, source, _, _ = posing
+    with FaceLandmarker(num_faces=MAX_FACES) as landmarker:
+        pipeline = load_pipeline(DEFAULTS["animator"], landmarker, batch=2, steps=2, cfg="none")
+        face = pipeline.source_face(source, find_faces(landmarker, source)[0])
+        straight = pipeline.posed(source, face, paste=False)
+        assert straight.shape == (pipeline.image_size, pipeline.image_size, 3)
+        np.testing.assert_array_equal(pipeline.posed(source, face, paste=False), straight)
+        turned = pipeline.posed(source, face, (30.0, 0.0, 0.0), 1.0, paste=False)
+        assert np.abs(turned.astype(int) - straight).mean() > 1
+        assert pipeline.posed(source, face, (30.0, 0.0, 0.0), 1.0).shape == source.shape
