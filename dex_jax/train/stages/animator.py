@@ -236,4 +236,4 @@ def take_backbone(state, config):
     placed = jax.tree.map(lambda value, like: jax.device_put(jnp.asarray(value, like.dtype), like.sharding),
                           loaded, current)
     log.info("both UNets from %s", origin)
-    return state.replace(params={STAGE: placed}, ema={STAGE: jax.tree.map(jnp.copy, placed)})
+    return state.replace(params={STAGE: placed}, ema={STAGE: placed})  # own buffers: loop.own_buffers

@@ -141,6 +141,6 @@ def take_stage2(state, config, model, side):
     params = flatten_dict(state.params[STAGE])
     placed = {path: jax.device_put(jnp.asarray(value, params[path].dtype), params[path].sharding)
               for path, value in given.items()}
-    ema = {**flatten_dict(state.ema[STAGE]), **jax.tree.map(jnp.copy, placed)}  # own buffers: both are donated
+    ema = {**flatten_dict(state.ema[STAGE]), **placed}  # the loop gives params and EMA their own buffers
     log.info("every non-temporal animator param from %s", config.init_from)
     return state.replace(params={STAGE: unflatten_dict({**params, **placed})}, ema={STAGE: unflatten_dict(ema)})
