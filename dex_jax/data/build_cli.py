@@ -1,13 +1,15 @@
 """`dex-portrait data build NAME ...`: build a tfds dataset (synth_heads or portrait_videos) and print a summary.
 
     dex-portrait data build synth_heads [--config tiny] [--set num_identities=20 --config_name small]
-    dex-portrait data build portrait_videos --videos DIR [--set max_frames=300]
+    dex-portrait data build portrait_videos --videos DIR [--set max_frames=300] [--set max_background_motion=2.0]
 
 The dataset's folder is DATA_DIR/NAME/CONFIG/VERSION. An existing one is refused unless --overwrite; it is
 built in a temporary folder beside it and renamed into place only when complete (replacing the old one only
 then), so an interrupted build leaves no dataset that looks finished. A portrait_videos dataset records the
 videos folder it was built from (its metadata's `videos`), and the refusal names it next to --videos; a
-dataset built before that record existed says it does not record one.
+dataset built before that record existed says it does not record one. portrait_videos drops clips whose
+background moves more than its config's max_background_motion (grey levels; `--set max_background_motion=None`
+keeps all); the summary printed at the end counts the clips kept and dropped per split.
 """
 
 import argparse
@@ -118,7 +120,8 @@ def build(name, data_dir=None, config="default", overrides=None, config_name=Non
         except AssertionError as err:
             if "No examples were yielded" not in str(err):
                 raise
-            raise ValueError(f"a split of {name} got no frame with a face; "
+            raise ValueError(f"a split of {name} got no record (no frame with a face, or every clip dropped for "
+                             "background motion); "
                              + "; ".join(line.strip() for line in builder.summary.lines())) from None
         for entry in Path(builder.data_dir).iterdir():
             entry.rename(staging / entry.name)

@@ -9,6 +9,15 @@ blendshapes, the head pose (yaw, pitch, roll in degrees, `evaluate.pose_expressi
 transformation matrix and the crop (cx, cy, size) in frame pixels. Unreadable or empty videos, unreadable
 frames and files that are not videos are skipped and counted in `summary`, never fatal. The dataset's metadata
 records the manual dir it was built from, resolved, as `videos`.
+
+Clips whose background moves more than `max_background_motion` (`dex_jax.data.background_motion`: grey levels,
+default MAX_BACKGROUND_MOTION; None keeps every clip) are dropped whole, as the paper filters its Stage-3 data:
+each clip is read twice, once to detect faces and measure its background (holding each face's landmarks,
+blendshapes and pose matrix, not its frame) and, when kept, once more to write its records. The summary counts
+the clips kept and dropped per split and the frames with a face that dropped clips held; the metadata's
+`background_motion` records the threshold and every clip's measure (None: no pair of consecutive frames with a
+face), by path under the manual dir, so that a threshold can be chosen from a build with
+`max_background_motion=None`.
 """
 
 import dataclasses
@@ -19,6 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
+from dex_jax.data.background_motion import MAX_BACKGROUND_MOTION, BackgroundMotion
 from dex_jax.data.face_crop import CROP_SCALE, CROP_SIZE, CROP_VY_RATIO, crop_box, crop_matrix, transform_points, warp
 from dex_jax.data.tfds_common import BuildSummary, add_to_index, encode_jpeg, encode_png, frame_features, start_index
 from dex_jax.data.video_io import VideoReadError, find_videos, iter_frames
@@ -29,7 +39,8 @@ from dex_jax.face.regions import MEDIAPIPE_REGIONS, masked_groups
 
 @dataclasses.dataclass
 class PortraitVideosConfig(tfds.core.BuilderConfig):
-    """Crop framing (see face_crop), frame sampling per video, JPEG quality and the detector's threshold."""
+    """Crop framing (see face_crop), frame sampling per video, JPEG quality, the detector's threshold and the
+    background motion above which a clip is dropped (grey levels, see background_motion; None keeps all)."""
 
     crop_size: int = CROP_SIZE
     crop_scale: float = CROP_SCALE
@@ -38,6 +49,34 @@ class PortraitVideosConfig(tfds.core.BuilderConfig):
     max_frames: int | None = None
     jpeg_quality: int = 95
     min_detection_confidence: float = 0.5
+    max_background_motion: float | None = MAX_BACKGROUND_MOTION
+
+    def __post_init__(self):
+        limit = self.max_background_motion
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0):
+            raise ValueError(f"max_background_motion must be a number >= 0 (grey levels) or None, got {limit!r}")
+
+
+@dataclasses.dataclass
+class PortraitVideosSummary(BuildSummary):
+    """BuildSummary plus the clips kept and dropped for background motion per split, and the frames with a face
+    the dropped clips held (so frames read = kept + without a face + unreadable + in dropped clips)."""
+
+    max_background_motion: float | None = None
+    clips_kept: dict = dataclasses.field(default_factory=dict)
+    clips_dropped: dict = dataclasses.field(default_factory=dict)
+    frames_in_dropped_clips: int = 0
+
+    def lines(self):
+        limit = self.max_background_motion
+        rule = "off" if limit is None else f"over {limit:g} grey levels"
+        per_split = ", ".join(f"{split} {self.clips_kept[split]} kept / {self.clips_dropped[split]} dropped"
+                              for split in sorted(self.clips_kept))
+        out = super().lines()
+        at = out.index(f"files skipped: {len(self.skipped)}")
+        out[at:at] = [f"frames in clips dropped for background motion: {self.frames_in_dropped_clips}",
+                      f"clips by background motion ({rule}): {per_split or 'none'}"]
+        return out
 
 
 def face_record(face, frame, config):
@@ -82,7 +121,7 @@ class PortraitVideos(tfds.core.GeneratorBasedBuilder):
         super().__init__(**kwargs)
         self.model_path = model_path
         self.progress = progress
-        self.summary = BuildSummary()
+        self.summary = PortraitVideosSummary(max_background_motion=self.builder_config.max_background_motion)
 
     def _info(self):
         features = frame_features(self.builder_config.crop_size, NUM_LANDMARKS)
@@ -111,35 +150,58 @@ class PortraitVideos(tfds.core.GeneratorBasedBuilder):
         self.info.metadata["videos"] = str(Path(root).resolve())
         self.info.metadata["landmark_groups"] = MEDIAPIPE_REGIONS
         self.info.metadata["subject_names"] = sorted(subjects)
+        self.info.metadata["background_motion"] = {"max": self.builder_config.max_background_motion, "clips": {}}
         ids = {e.path: {"subject": subjects[e.subject], "sequence": sequences[(e.subject, e.sequence)],
                         "camera": cameras[(e.subject, e.sequence)][e.camera]} for e in entries}
         splits = sorted({e.split for e in entries})
-        return {split: self._generate_examples([e for e in entries if e.split == split], ids, split)
+        return {split: self._generate_examples([e for e in entries if e.split == split], ids, split, Path(root))
                 for split in splits}
 
-    def _generate_examples(self, entries, ids, split):
+    def _detect(self, entry, landmarker):
+        """{frame index: FaceObservation} of the clip's sampled frames with a face, and its background motion."""
         config = self.builder_config
+        faces, motion = {}, BackgroundMotion()
+        for frame_index, frame in iter_frames(entry, config.frame_stride, config.max_frames):
+            self.summary.frames_read += 1
+            face = None if frame is None else landmarker.detect(frame)
+            if frame is None:
+                self.summary.frames_unreadable += 1
+            elif face is None:
+                self.summary.frames_without_face += 1
+            else:
+                faces[frame_index] = face
+            motion.add(frame, None if face is None else face.landmarks[MEDIAPIPE_REGIONS["face_oval"], :2])
+        return faces, motion.clip_motion()
+
+    def _generate_examples(self, entries, ids, split, root):
+        config = self.builder_config
+        limit = config.max_background_motion
         index = start_index(self.info.metadata, split)
+        measures = self.info.metadata["background_motion"]["clips"]
+        self.summary.clips_kept[split] = self.summary.clips_dropped[split] = 0
         key = 0
         with FaceLandmarker(self.model_path, min_detection_confidence=config.min_detection_confidence) as landmarker:
             for entry in tqdm.tqdm(entries, desc=f"portrait_videos {split}", unit="video", disable=not self.progress):
                 try:
+                    faces, motion = self._detect(entry, landmarker)
+                    measures[str(entry.path.relative_to(root))] = motion
+                    if limit is not None and motion is not None and motion > limit:
+                        self.summary.clips_dropped[split] += 1
+                        self.summary.frames_in_dropped_clips += len(faces)
+                        self.summary.videos_read += 1
+                        continue
                     for frame_index, frame in iter_frames(entry, config.frame_stride, config.max_frames):
-                        self.summary.frames_read += 1
-                        if frame is None:
-                            self.summary.frames_unreadable += 1
-                            continue
-                        face = landmarker.detect(frame)
-                        if face is None:
-                            self.summary.frames_without_face += 1
+                        if frame_index not in faces:
                             continue
                         fields = {**ids[entry.path], "frame": frame_index}
                         add_to_index(index, **fields)
                         self.summary.frames_kept += 1
-                        yield key, {**fields, **face_record(face, frame, config), "identity": fields["subject"]}
+                        record = face_record(faces[frame_index], frame, config)
+                        yield key, {**fields, **record, "identity": fields["subject"]}
                         key += 1
                 except (VideoReadError, cv2.error) as err:
                     self.summary.skip(entry.path, str(err).strip().splitlines()[0])
                     continue
+                self.summary.clips_kept[split] += 1
                 self.summary.videos_read += 1
         self.info.metadata["summary"] = self.summary.as_dict()
