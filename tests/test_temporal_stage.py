@@ -1,6 +1,6 @@
 """Stage-3 training (dex_jax.train.stages.temporal) on the `test` animator: three steps of the shared loop from a
 Stage-2 export leave every non-temporal param bitwise as the export holds it and move every temporal one; Adam's
-state holds the temporal params only; clips come as consecutive-frame batches; bad settings are one-line errors."""
+state holds the temporal params only; the run exports as an animator that inference reads; clips come as consecutive-frame batches; bad settings are one-line errors."""
 
 import flax.linen as nn
 import jax
@@ -12,7 +12,9 @@ from flax.traverse_util import flatten_dict
 from dex_jax.animator.temporal import is_temporal
 from dex_jax.cli import main as cli_main
 from dex_jax.config_loading import load_config
+from dex_jax.train.animator_checkpoint import read_animator
 from dex_jax.train.cli import STAGES, check_workdir
+from dex_jax.train.export import export as export_run
 from dex_jax.train.input import make_iterator
 from dex_jax.train.loop import train
 from dex_jax.train.stages import temporal
@@ -75,6 +77,15 @@ def test_three_steps_train_the_temporal_params_alone(stage2, tmp_path):
 
     moments = flatten_dict(jax.device_get(state.opt_state["animator"][1][0].mu))
     assert set(moments) == set(moved)
+
+    out = tmp_path / "export"  # the run exports as an animator: its EMA, temporal modules included, is what reads
+    assert export_run(tmp_path / "run", out) == 3
+    checkpoint = read_animator(out)
+    assert checkpoint.config.stage == "temporal" and checkpoint.config.model.temporal.enabled
+    read = flat(checkpoint.params)
+    assert set(read) == set(ema)
+    for path in moved[:5] + fixed[:5]:
+        np.testing.assert_array_equal(read[path], ema[path], err_msg="/".join(path))
 
 
 def test_bad_settings_are_one_line_errors(stage2, tmp_path, capsys):

@@ -79,7 +79,7 @@ def lowered_flops(config, steps, cfg, frames=1):
     guidance = jax.ShapeDtypeStruct((), jnp.float32)
     flops = {}
     for name, count in (("drive_1", 1), ("drive", steps)):
-        encode, _, drive = engine_functions(config, count, cfg, eta)
+        encode, _, drive, _ = engine_functions(config, count, cfg, eta)
         reference, source_pose = jax.eval_shape(encode, params, frozen, source)
         flops[name] = xla_flops(jax.jit(drive).lower(params, frozen, guidance, key, reference, source_pose, poses,
                                                      crops))
@@ -121,7 +121,7 @@ def time_engine(name, frames, steps, cfg, repeats):
     rng = np.random.default_rng(0)
     params, frozen = (_random(tree, rng) for tree in checkpoint_shapes(config))
     source, poses, crops = (jnp.asarray(rng.uniform(-1, 1, x.shape), jnp.float32) for x in _inputs(config, frames))
-    encode, _, drive = engine_functions(config, steps, cfg, float(config.sampling.eta))
+    encode, _, drive, _ = engine_functions(config, steps, cfg, float(config.sampling.eta))
     encode = jax.jit(encode)
     _, encode_seconds = time_jitted(encode, params, frozen, source, repeats=repeats)
     reference, source_pose = encode(params, frozen, source)

@@ -22,11 +22,14 @@ clip's first frame, applied to the source's own; the LivePortrait default for an
 --batch of them per call of the compiled model.
 
 Two engines: the Stage-1 motion generator and the diffusion animator (Stage 2). --checkpoint names a training
-workdir or export of either, and its config picks the engine (stage 'animator': diffusion). Without
+workdir or export of either, and its config picks the engine (stage 'animator' or 'temporal': diffusion). Without
 --checkpoint, --engine picks the bundled model: stage1 (the default) data/motion_synth, diffusion
 data/animator_synth (the SynthHeads animator). The diffusion engine samples with DDIM and classifier-free
 guidance as the checkpoint's config says (paper: 35 steps, progressive hybrid CFG at w = 2.5) unless --steps,
---guidance, --cfg or --seed say otherwise; these options are refused with a Stage-1 model. A bundled model
+--guidance, --cfg or --seed say otherwise; these options are refused with a Stage-1 model. A Stage-3 checkpoint
+(stage 'temporal': the animator with its temporal module) samples the clip in windows of --window frames (24),
+each window one clip, consecutive windows sharing --overlap frames (4) handed over in latent space; only one
+window of frames is held, so memory does not grow with the clip. A bundled model
 shown a source that does not look like a SynthHeads render (`infer.render_check`) warns in one line.
 
 A driving video with a rotation flag (a phone clip's display matrix) is read upright, as players show it, and
@@ -45,12 +48,13 @@ import numpy as np
 import tqdm
 
 from dex_jax.animator.sampler import CFG_MODES
+from dex_jax.animator.windowed import OVERLAP, WINDOW
 from dex_jax.arguments import ArgumentParser
 from dex_jax.data.h264 import H264Writer
 from dex_jax.data.video_io import read_image, stream_clip, video_fps, write_image
 from dex_jax.face.landmarker import FaceLandmarker
 from dex_jax.infer.faces import MAX_FACES, check_photo_size, find_faces
-from dex_jax.infer.pipeline import ANIMATOR_STAGE, DRIVE_CHUNK, checkpoint_stage, load_pipeline, track
+from dex_jax.infer.pipeline import ANIMATOR_STAGES, DRIVE_CHUNK, checkpoint_stage, load_pipeline, track
 from dex_jax.infer.relative_motion import MOTIONS
 from dex_jax.infer.render_check import looks_rendered
 from dex_jax.output_dir import add_overwrite_argument, check_output_dir, staged_output_dir
@@ -74,6 +78,12 @@ def add_sampling_arguments(parser, seed_option="--seed"):
                                "unconditional variant; none: c only, no guidance")
     sampling.add_argument(seed_option, dest="noise_seed", default=None, type=int,
                           help="seed of the starting noise (default 0)")
+    sampling.add_argument("--window", default=None, type=int,
+                          help=f"Stage-3 models: frames per window, each window one clip for the temporal module "
+                               f"(default {WINDOW}, the clip length Stage 3 trains on)")
+    sampling.add_argument("--overlap", default=None, type=int,
+                          help=f"Stage-3 models: frames each window shares with the previous one, handed over in "
+                               f"latent space (default {OVERLAP})")
 
 
 def add_model_arguments(parser):
@@ -90,7 +100,8 @@ def add_model_arguments(parser):
 
 def sampling_options(args):
     """The keyword arguments of `load_pipeline` that add_sampling_arguments' options give."""
-    return dict(seed=args.noise_seed, steps=args.steps, guidance=args.guidance, cfg=args.cfg)
+    return dict(seed=args.noise_seed, steps=args.steps, guidance=args.guidance, cfg=args.cfg, window=args.window,
+                overlap=args.overlap)
 
 
 def parse_args(argv):
@@ -165,7 +176,7 @@ def checkpoint_of(args):
             raise ValueError(f"the bundled {args.engine or 'stage1'} model {path} is missing; pass --checkpoint")
         return path
     if args.engine is not None:
-        engine = "diffusion" if checkpoint_stage(args.checkpoint) == ANIMATOR_STAGE else "stage1"
+        engine = "diffusion" if checkpoint_stage(args.checkpoint) in ANIMATOR_STAGES else "stage1"
         if engine != args.engine:
             raise ValueError(f"--engine {args.engine}, but {args.checkpoint} is a {engine} model (its config "
                              "picks the engine; leave --engine out)")

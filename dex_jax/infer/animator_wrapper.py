@@ -16,10 +16,17 @@ with S = the config's data.image_size and E its data.expression_size (the sizes 
 every image in [-1, 1]; `drive` broadcasts the one source over the n frames. `engine_functions` gives the
 functions unjitted, with the params as arguments (`bench animator` lowers them on abstract params).
 
+A Stage-3 checkpoint (its model has a temporal module; `temporal` True) samples the n frames of a `drive` call as
+one clip, and adds a fourth call for clips of any length, window by window (`animator.windowed`):
+  window(reference, source pose, pose inputs, expression inputs, motion reference, previous, weights)
+                               -> (images (F, S, S, 3), trajectory): one window of F frames, `previous` and
+                                  `weights` the hand-over from the previous window (None for the first).
+
 Sampling follows the config's `sampling` (steps, guidance, cfg, eta) unless overridden. Every frame of every
 `drive` call starts from the same noise, drawn from `seed` (our choice: Stage 2 has no temporal module, and
-frames that share their noise differ only by their condition); with eta 0 a frame's result therefore does not
-depend on how the frames are batched.
+frames that share their noise differ only by their condition); with eta 0 a Stage-2 frame's result therefore does
+not depend on how the frames are batched, and a Stage-3 clip of at most one window gives the same frames from
+`drive` and from `window`.
 """
 
 import functools
@@ -34,6 +41,7 @@ from dex_jax.animator.latent import build_codec
 from dex_jax.animator.model import build_animator, check_warp_shapes, init_inputs, reference_features
 from dex_jax.animator.motion_encoders import FROZEN_ENCODERS, motion_encoders
 from dex_jax.animator.sampler import CFG_MODES, make_animator_sampler
+from dex_jax.animator.windowed import make_window_sampler
 from dex_jax.diffusion.schedule import SchedulerConfig
 from dex_jax.infer.relative_motion import apply_motion
 from dex_jax.infer.wrapper import inference_data_config
@@ -97,17 +105,29 @@ def check_checkpoint(checkpoint, origin):
 
 
 def engine_functions(config, steps, cfg, eta, mesh=None):
-    """The diffusion engine's three pure functions (not jitted) for a checkpoint config, sampling `steps` DDIM steps
+    """The diffusion engine's pure functions (not jitted) for a checkpoint config, sampling `steps` DDIM steps
     with `cfg` guidance and `eta`:
       encode(params, frozen, source (1, S, S, 3)) -> (reference tree, source pose (1, 3, 4))
       motion(frozen, pose inputs, expression inputs) -> (poses (n, 3, 4), expression latents (n, D))
       drive(params, frozen, guidance, key, reference, source pose, pose inputs, expression inputs,
             motion reference=None) -> images
-    `drive` starts every frame from the one noise draw of fold_in(key, 0) and feeds fold_in(key, 1) to the eta
-    noise; with a `mesh`, the frames shard over its 'data' axis.
+      window(params, frozen, guidance, key, reference, source pose, pose inputs, expression inputs,
+             motion reference, previous, weights, index) -> (images, trajectory), or None without a temporal module
+    `drive` and `window` start every frame from the one noise draw of fold_in(key, 0) and feed fold_in(key, 1)
+    (`window`: folded again with the window's `index`) to the eta noise. Without a temporal module and with a
+    `mesh`, `drive`'s frames shard over its 'data' axis; with one, `drive`'s frames are one clip.
     """
     model, codec, side, encoders = engine_parts(config)
-    sample = make_animator_sampler(model, SchedulerConfig.from_dict(config.diffusion), steps, cfg, eta, mesh)
+    schedule = SchedulerConfig.from_dict(config.diffusion)
+    if model.temporal:
+        samplers = {}
+
+        def sample(params, reference, latents, condition, guidance, rng):  # the n frames as one clip
+            n = latents.shape[0]
+            samplers.setdefault(n, make_animator_sampler(model, schedule, steps, cfg, eta, frames=n))
+            return samplers[n](params, reference, latents, condition, guidance, rng)
+    else:
+        sample = make_animator_sampler(model, schedule, steps, cfg, eta, mesh)
     noise_shape = (1, side, side, codec.channels)
 
     def encoder_params(frozen):
@@ -121,17 +141,32 @@ def engine_functions(config, steps, cfg, eta, mesh=None):
         return (encoders.poses(encoder_params(frozen), pose_inputs),
                 encoders.expressions(encoder_params(frozen), expression_inputs))
 
-    def drive(params, frozen, guidance, key, reference, source_pose, pose_inputs, expression_inputs,
-              motion_reference=None):
+    def problem(frozen, key, source_pose, pose_inputs, expression_inputs, motion_reference):
+        """(starting noise, FULL condition) of n driving frames."""
         n = pose_inputs.shape[0]
         poses, expressions = apply_motion(*motion(frozen, pose_inputs, expression_inputs), motion_reference)
         condition = make_condition(jnp.broadcast_to(source_pose, (n, 3, 4)), poses, expressions)
         noise = jax.random.normal(jax.random.fold_in(key, 0), noise_shape, jnp.float32)
-        latents = sample(params, reference, jnp.broadcast_to(noise, (n,) + noise_shape[1:]), condition, guidance,
-                         jax.random.fold_in(key, 1))
+        return jnp.broadcast_to(noise, (n,) + noise_shape[1:]), condition
+
+    def drive(params, frozen, guidance, key, reference, source_pose, pose_inputs, expression_inputs,
+              motion_reference=None):
+        latents, condition = problem(frozen, key, source_pose, pose_inputs, expression_inputs, motion_reference)
+        latents = sample(params, reference, latents, condition, guidance, jax.random.fold_in(key, 1))
         return codec.decode(frozen.get("vae"), latents)
 
-    return encode, motion, drive
+    if not model.temporal:
+        return encode, motion, drive, None
+    sample_window = make_window_sampler(model, schedule, steps, cfg, eta)
+
+    def window(params, frozen, guidance, key, reference, source_pose, pose_inputs, expression_inputs,
+               motion_reference, previous, weights, index):
+        latents, condition = problem(frozen, key, source_pose, pose_inputs, expression_inputs, motion_reference)
+        latents, trajectory = sample_window(params, reference, latents, condition, guidance,
+                                            jax.random.fold_in(jax.random.fold_in(key, 1), index), previous, weights)
+        return codec.decode(frozen.get("vae"), latents), trajectory
+
+    return encode, motion, drive, window
 
 
 class AnimatorWrapper:
@@ -148,10 +183,24 @@ class AnimatorWrapper:
         guidance_text = "no guidance" if cfg == "none" else f"{cfg} CFG at w = {float(self.sampling['guidance']):g}"
         self.description = (f"{checkpoint.description}; DDIM {steps} steps, {guidance_text}"
                             f"{f', eta {eta:g}' if eta else ''}, seed {seed}")
-        encode, motion, drive = engine_functions(config, steps, cfg, eta, mesh)
+        encode, motion, drive, window = engine_functions(config, steps, cfg, eta, mesh)
+        self.temporal = window is not None
         replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
         params, frozen = jax.device_put((checkpoint.params, checkpoint.frozen), replicated)
+        bound = (params, frozen, jnp.float32(self.sampling["guidance"]), jax.random.key(seed))
         self.encode = functools.partial(jax.jit(encode), params, frozen)
         self.motion = functools.partial(jax.jit(motion), frozen)
-        self.drive = functools.partial(jax.jit(drive), params, frozen, jnp.float32(self.sampling["guidance"]),
-                                       jax.random.key(seed))
+        self.drive = functools.partial(jax.jit(drive), *bound)
+        if self.temporal:
+            _, codec, side, _ = engine_parts(config)
+            self._latent = (side, side, codec.channels)
+            self._window = functools.partial(jax.jit(window), *bound)
+
+    def window(self, reference, source_pose, pose_inputs, expression_inputs, motion_reference, previous, weights,
+               index):
+        """Window `index` of a Stage-3 clip (module docstring); `previous` None: the clip's first window."""
+        if previous is None:
+            previous = jnp.zeros((int(self.sampling["steps"]) + 1, len(pose_inputs)) + self._latent, jnp.float32)
+            weights = jnp.zeros(len(pose_inputs), jnp.float32)
+        return self._window(reference, source_pose, pose_inputs, expression_inputs, motion_reference, previous,
+                            weights, index)

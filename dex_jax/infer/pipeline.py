@@ -15,9 +15,12 @@ training pipeline builds them (`dex_jax.data.pipeline`, `augment`):
                     rotated, resized to E.
 `animate` (the animate command's path) takes photos and videos at any size: the source faces and every driving
 frame are cropped as the model's training data was (`infer.paste_back`: the data builder's crop, framed as the
-renders are for a SynthHeads-trained model; CROP_SIZE pixels, the driving boxes smoothed over time), the motion is relative (default) or absolute (`infer.relative_motion`), frames go through `drive` in
-batches of `batch` (the last one padded, so one compiled shape), and each result is pasted back into the
-full-resolution source, or returned as the crop at S. Videos are read twice, frames one at a time: a first pass
+renders are for a SynthHeads-trained model; CROP_SIZE pixels, the driving boxes smoothed over time), the motion is
+relative (default) or absolute (`infer.relative_motion`), frames are driven as they arrive (`drive_stream`), and
+each result is pasted back into the full-resolution source, or returned as the crop at S. Stage 1 and Stage 2
+drive the frames in batches of `batch` (the last one padded, so one compiled shape); a Stage-3 model (the
+wrapper's `temporal`) drives them in overlapping windows of `window` frames, each window one clip, the overlap
+handed over in latent space (`animator.windowed`: only one window of frames is held). Videos are read twice, frames one at a time: a first pass
 (`track`) keeps each frame's landmarks only, a second crops and drives, so memory does not grow with the clip.
 A driving frame without a face borrows the landmarks of the clip's nearest frame with one (its motion is held);
 such frames are counted in `frames_without_face`.
@@ -25,12 +28,14 @@ such frames are counted in `frames_without_face`.
 benchmarks): whole frames, absolute motion, results resized to the source's size.
 """
 
+import collections
 import dataclasses
 
 import jax
 import numpy as np
 
 from dex_jax import geometry
+from dex_jax.animator.windowed import OVERLAP, WINDOW, WindowStream, check_window
 from dex_jax.data.augment import expression_crop, pose_input
 from dex_jax.data.pipeline import rescale_points
 from dex_jax.face.landmarker import FaceLandmarker, check_rgb_uint8, observe_frames
@@ -42,7 +47,8 @@ from dex_jax.infer.paste_back import (EYES_AND_MOUTH, PORTRAIT_VIDEOS, crop, cro
 from dex_jax.infer.relative_motion import MOTIONS
 from dex_jax.infer.wrapper import MotionWrapper, read_generator
 from dex_jax.parallel import make_mesh
-from dex_jax.train.animator_checkpoint import STAGE as ANIMATOR_STAGE
+from dex_jax.train.animator_checkpoint import STAGES as ANIMATOR_STAGES
+from dex_jax.train.animator_checkpoint import TEMPORAL_STAGE
 from dex_jax.train.animator_checkpoint import read_animator
 from dex_jax.train.checkpoint import checkpoint_paths, read_train_config
 
@@ -115,13 +121,54 @@ class SourceFace:
     inputs: tuple
 
 
+class BatchDrive:
+    """One face's frames driven in batches of `batch` as they are pushed (Stage 1, Stage 2): `push(pose input,
+    expression input)` returns the uint8 results that became ready, in order; after the clip's `frames`-th push,
+    all of them (the last batch padded with its last frame, so every call has one compiled shape)."""
+
+    def __init__(self, wrapper, encoded, reference, frames, batch):
+        self.wrapper, self.encoded, self.reference, self.frames, self.batch = wrapper, encoded, reference, frames, batch
+        self.pending, self.pushed = [], 0
+
+    def push(self, pose, expression):
+        self.pending.append((pose, expression))
+        self.pushed += 1
+        if len(self.pending) < self.batch and self.pushed < self.frames:
+            return []
+        count, take = len(self.pending), np.minimum(np.arange(self.batch), len(self.pending) - 1)
+        poses, expressions = (np.stack(inputs)[take] for inputs in zip(*self.pending))
+        self.pending = []
+        return list(to_uint8(self.wrapper.drive(*self.encoded, poses, expressions, self.reference))[:count])
+
+
+class WindowDrive:
+    """One face's frames driven by a Stage-3 wrapper in overlapping windows (`animator.windowed.WindowStream`),
+    with `BatchDrive`'s `push`."""
+
+    def __init__(self, wrapper, encoded, reference, frames, window, overlap):
+        self.wrapper, self.encoded, self.reference, self.windows = wrapper, encoded, reference, 0
+        self.stream = WindowStream(frames, self.run, window, overlap)
+
+    def run(self, items, previous, weights):
+        poses, expressions = (np.stack(inputs) for inputs in zip(*items))
+        images, trajectory = self.wrapper.window(*self.encoded, poses, expressions, self.reference, previous,
+                                                 weights, self.windows)
+        self.windows += 1
+        return to_uint8(images), trajectory
+
+    def push(self, pose, expression):
+        return self.stream.push((pose, expression))
+
+
 class MotionPipeline:
     """The pipeline of one engine's wrapper (module docstring)."""
 
-    def __init__(self, wrapper, data_config, landmarker, batch=DRIVE_CHUNK):
+    def __init__(self, wrapper, data_config, landmarker, batch=DRIVE_CHUNK, window=WINDOW, overlap=OVERLAP):
         if batch < 1:
             raise ValueError(f"--batch must be at least 1, got {batch}")
-        self.wrapper, self.batch = wrapper, batch
+        check_window(window, overlap)
+        self.wrapper, self.batch, self.window, self.overlap = wrapper, batch, window, overlap
+        self.temporal = getattr(wrapper, "temporal", False)
         self.image_size, self.expression_size = wrapper.image_size, wrapper.expression_size
         self.description = wrapper.description
         self.data_config = data_config
@@ -150,14 +197,18 @@ class MotionPipeline:
         box = np.concatenate([points.min(0), points.max(0)])
         return self.pose_input(image, points, box), self.expression_input(image, box)
 
+    def drive_stream(self, encoded, reference, frames):
+        """The `BatchDrive` (or for a Stage-3 wrapper `WindowDrive`) of a clip of `frames` frames of the source
+        `encoded`, with the motion reference `reference` (None: absolute motion)."""
+        if self.temporal:
+            return WindowDrive(self.wrapper, encoded, reference, frames, self.window, self.overlap)
+        return BatchDrive(self.wrapper, encoded, reference, frames, self.batch)
+
     def _drive(self, encoded, poses, expressions, reference):
-        """uint8 results of the rows of `poses`, `expressions`, in batches of self.batch (the last one padded)."""
-        n, outputs = len(poses), []
-        for start in range(0, n, self.batch):
-            take = np.minimum(np.arange(start, start + self.batch), n - 1)
-            images = self.wrapper.drive(*encoded, poses[take], expressions[take], reference)
-            outputs.append(to_uint8(images)[: min(self.batch, n - start)])
-        return np.concatenate(outputs)
+        """(n, S, S, 3) uint8 results of the rows of `poses`, `expressions` (one clip)."""
+        stream = self.drive_stream(encoded, reference, len(poses))
+        return np.stack([result for pose, expression in zip(poses, expressions)
+                         for result in stream.push(pose, expression)])
 
     # ---- evaluation: frames that already are crops, absolute motion
     def frame_faces(self, frames):
@@ -225,27 +276,26 @@ class MotionPipeline:
         self.frames_without_face["pose"] += pose_track.missing
         self.frames_without_face["expression"] += expression_track.missing
         frames = iter(((f, f) for f in pose_frames) if same else zip(pose_frames, expression_frames))
-        n, first = min(len(pose_track), len(expression_track)), None
-        for start in range(0, n, self.batch):
-            batch = [next(frames) for _ in range(min(self.batch, n - start))]
-            indices = range(start, start + len(batch))
-            poses = np.stack([self.driving_inputs(p, pose_track.points[i], pose_track.boxes[i])[0]
-                              for (p, _), i in zip(batch, indices)])
-            expressions = np.stack([self.driving_inputs(e, expression_track.points[i], expression_track.boxes[i])[1]
-                                    for (_, e), i in zip(batch, indices)])
-            if motion == "relative" and first is None:  # the first batch's first row is each clip's first frame
-                first = self.wrapper.motion(poses[:1], expressions[:1])
-            results = []
-            for face in faces:
-                reference = None if motion == "absolute" else (*face.motion, *first)
-                results.append(self._drive(face.encoded, poses, expressions, reference))
-            for k, (pose_frame, expression_frame) in enumerate(batch):
+        n, streams, waiting = min(len(pose_track), len(expression_track)), None, collections.deque()
+        for i in range(n):
+            pose_frame, expression_frame = next(frames)
+            pose = self.driving_inputs(pose_frame, pose_track.points[i], pose_track.boxes[i])[0]
+            expression = self.driving_inputs(expression_frame, expression_track.points[i],
+                                             expression_track.boxes[i])[1]
+            if streams is None:  # the clips' first frame: the motion reference of relative motion
+                first = self.wrapper.motion(pose[None], expression[None]) if motion == "relative" else None
+                streams = [self.drive_stream(face.encoded, None if first is None else (*face.motion, *first), n)
+                           for face in faces]
+            waiting.append((pose_frame, expression_frame))
+            results = [stream.push(pose, expression) for stream in streams]
+            for ready in zip(*results):
+                pose_frame, expression_frame = waiting.popleft()
                 if not paste:
-                    yield pose_frame, expression_frame, results[0][k]
+                    yield pose_frame, expression_frame, ready[0]
                     continue
                 out = source
-                for face, result in zip(faces, results):
-                    out = paste_back(out, result[k], face.box)
+                for face, result in zip(faces, ready):
+                    out = paste_back(out, result, face.box)
                 yield pose_frame, expression_frame, out
 
 
@@ -302,23 +352,34 @@ def checkpoint_stage(checkpoint_dir):
     return read_train_config(checkpoint_paths(checkpoint_dir)[1]).get("stage")
 
 
-def load_pipeline(checkpoint_dir, landmarker=None, batch=DRIVE_CHUNK, **sampling):
+def load_pipeline(checkpoint_dir, landmarker=None, batch=DRIVE_CHUNK, window=None, overlap=None, **sampling):
     """The pipeline of the checkpoint at `checkpoint_dir`, with the engine its config names, driving `batch`
     frames per call.
 
-    An animator run or export (config.stage 'animator'): the diffusion engine, sampled with the config's
-    `sampling` where `sampling` (steps, guidance, cfg, eta; seed, default 0) leaves a value None.
+    An animator run or export (config.stage 'animator', or 'temporal' for Stage 3): the diffusion engine, sampled
+    with the config's `sampling` where `sampling` (steps, guidance, cfg, eta; seed, default 0) leaves a value None;
+    a Stage-3 model samples clips in windows of `window` frames overlapping by `overlap` (None: WINDOW, and
+    OVERLAP or half a shorter window), which no other model takes (a ValueError if given).
     Anything else: the Stage-1 engine (`load_motion_model`), which takes no sampling options (a ValueError if
     any is not None).
     Either engine shards each batch of frames over the local devices when there are several that divide `batch`
-    (`frames_mesh`).
+    (`frames_mesh`); a Stage-3 window runs on one device.
     """
     given = {key: value for key, value in sampling.items() if value is not None}
+    windows = {key: value for key, value in (("window", window), ("overlap", overlap)) if value is not None}
     mesh = frames_mesh(batch)
-    if checkpoint_stage(checkpoint_dir) != ANIMATOR_STAGE:
-        if given:
-            raise ValueError(f"{checkpoint_dir} is a Stage-1 model: {', '.join(sorted(given))} apply to an "
-                             "animator checkpoint only")
+    stage = checkpoint_stage(checkpoint_dir)
+    if stage not in ANIMATOR_STAGES:
+        if given or windows:
+            raise ValueError(f"{checkpoint_dir} is a Stage-1 model: {', '.join(sorted({**given, **windows}))} apply "
+                             "to an animator checkpoint only")
         return load_motion_model(checkpoint_dir, landmarker, batch, mesh)
-    wrapper = AnimatorWrapper(read_animator(checkpoint_dir), checkpoint_dir, mesh=mesh, **given)
-    return MotionPipeline(wrapper, wrapper.data_config, landmarker or FaceLandmarker(num_faces=MAX_FACES), batch)
+    if windows and stage != TEMPORAL_STAGE:
+        raise ValueError(f"{checkpoint_dir} is a Stage-2 animator: {', '.join(sorted(windows))} apply to a Stage-3 "
+                         "(temporal) checkpoint only")
+    wrapper = AnimatorWrapper(read_animator(checkpoint_dir), checkpoint_dir, mesh=None if stage == TEMPORAL_STAGE
+                              else mesh, **given)
+    window = WINDOW if window is None else window
+    overlap = min(OVERLAP, window // 2) if overlap is None else overlap
+    return MotionPipeline(wrapper, wrapper.data_config, landmarker or FaceLandmarker(num_faces=MAX_FACES), batch,
+                          window, overlap)

@@ -31,6 +31,8 @@ from dex_jax.train.checkpoint import (Checkpointer, checkpoint_paths, generator_
 from dex_jax.train.stages.warm_start import check_fits, trained_model_config
 
 STAGE = "animator"
+TEMPORAL_STAGE = "temporal"
+STAGES = (STAGE, TEMPORAL_STAGE)  # the stages whose runs hold an animator (Stage 2, Stage 3)
 PART_NAMES = {"unet": "UNet", "vae": "VAE"}
 
 
@@ -170,7 +172,7 @@ def read_animator(path):
     """
     folder, config_path = checkpoint_paths(path)
     config = read_train_config(config_path)
-    if config.get("stage") != STAGE:
+    if config.get("stage") not in STAGES:
         raise ValueError(f"{path} is not an animator run (its config's stage is {config.get('stage')!r})")
     state = read_checkpoint(folder)
     params, use_ema = animator_params(state)

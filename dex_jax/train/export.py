@@ -3,8 +3,8 @@
 The export keeps the layout every reader of trained models understands (`evaluate`, `animate`): DIR/config.json
 (the run's config) and DIR/checkpoints/<step>/state holding only {step, ema: {generator}} (the raw generator
 where the run kept no EMA) -- no optimizer states, no discriminator, no data iterator. An animator run (config
-stage "animator") is exported self-contained instead: {step, ema: {animator}, frozen: {pose, expression[, vae]}}
-and its Stage-1 model config in config.json (`animator_checkpoint.write_animator_export`). The run's training
+stage "animator", or Stage 3's "temporal") is exported self-contained instead: {step, ema: {animator},
+frozen: {pose, expression[, vae]}} and its Stage-1 model config in config.json (`animator_checkpoint.write_animator_export`). The run's training
 curve comes along: metrics.jsonl and its plot training_curve.png. An existing DIR is refused unless --overwrite;
 DIR appears (or is replaced) only once complete (`output_dir.staged_output_dir`).
 """
@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless back
 
 from dex_jax.arguments import ArgumentParser
 from dex_jax.output_dir import add_overwrite_argument, check_output_dir, staged_output_dir
-from dex_jax.train.animator_checkpoint import STAGE as ANIMATOR
+from dex_jax.train.animator_checkpoint import STAGES as ANIMATOR_STAGES
 from dex_jax.train.animator_checkpoint import animator_params, read_frozen, write_animator_export
 from dex_jax.train.checkpoint import (Checkpointer, checkpoint_paths, generator_params, read_checkpoint,
                                       read_train_config)
@@ -69,7 +69,7 @@ def export(workdir, out, overwrite=False):
     folder, config_path = checkpoint_paths(workdir)
     check_output_dir(out, overwrite)
     config = read_train_config(config_path)
-    if config.get("stage") == ANIMATOR:
+    if config.get("stage") in ANIMATOR_STAGES:
         _, frozen = read_frozen(config)
         state = read_checkpoint(folder)
         step = int(state["step"])

@@ -31,7 +31,7 @@ from dex_jax.animator.model import build_animator, init_inputs
 from dex_jax.animator.motion_encoders import motion_encoders
 from dex_jax.animator.temporal import is_temporal
 from dex_jax.diffusion.schedule import SchedulerConfig
-from dex_jax.train.animator_checkpoint import STAGE, animator_params, read_frozen
+from dex_jax.train.animator_checkpoint import STAGE, STAGES, animator_params, read_frozen
 from dex_jax.train.checkpoint import checkpoint_paths, read_checkpoint, read_train_config
 from dex_jax.train.loop import Stage
 from dex_jax.train.optim import make_optimizer
@@ -42,7 +42,6 @@ from dex_jax.train.state import create_state, ema_update, step_rng
 log = logging.getLogger(__name__)
 
 DATA_KIND = "clips"
-STAGE2_STAGES = ("animator", "temporal")  # runs whose animator init_from may name
 
 
 def split_temporal(params):
@@ -75,7 +74,7 @@ def read_stage2(origin, model, side):
     try:
         folder, config_path = checkpoint_paths(origin)
         stage = read_train_config(config_path).get("stage")
-        if stage not in STAGE2_STAGES:
+        if stage not in STAGES:
             raise ValueError(f"not an animator run (its config's stage is {stage!r})")
         params = animator_params(read_checkpoint(folder))[0]
     except ValueError as err:
