@@ -14,8 +14,8 @@ from dex_jax.convert.lpips_vgg import vgg16_conv_indices
 from dex_jax.motion.lpips import lpips_param_shapes
 from motion_checkpoint import write_untrained_run
 
-HEADER = ("| Method | PSNR ↑ | SSIM ↑ | L1 ↓ | LPIPS ↓ | Expr. transfer ↑ | CSIM ↑ (dlib_resnet_v1) | AED ↓ "
-          "| APD ↓ |")
+HEADER = ("| Method | PSNR ↑ | SSIM ↑ | L1 ↓ | LPIPS ↓ | Expr. transfer ↑ | Flicker ↓ | CSIM ↑ (dlib_resnet_v1) "
+          "| AED ↓ | APD ↓ |")
 
 
 @pytest.fixture(autouse=True)

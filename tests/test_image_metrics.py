@@ -1,5 +1,7 @@
-"""PSNR, L1 and SSIM against scikit-image, expression transfer's bounds and landmarks, and the CLU metric classes:
-counts, intervals, merging, masks."""
+"""PSNR, L1 and SSIM against scikit-image, expression transfer's bounds and landmarks, flicker against its formula,
+and the CLU metric classes: counts, intervals, merging, masks."""
+
+import types
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +12,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from dex_jax.evaluate import clu_metrics
 from dex_jax.evaluate.image_metrics import (EXPRESSION_CHANGE_THRESHOLD, MAX_PSNR_DB, MIN_CHANGED_PIXELS,
-                                            expression_transfer, l1, psnr, ssim)
+                                            expression_transfer, flicker, l1, psnr, ssim)
+from dex_jax.evaluate.scoring import Scorer
 from dex_jax.motion.lpips import lpips_distance, lpips_param_shapes
 
 
@@ -182,3 +185,26 @@ def test_lpips_metric_averages_lpips_distance():
     np.testing.assert_allclose(stats["mean"], np.mean(lpips_distance(params, a, b)), rtol=1e-5)
     assert float(stats["mean"]) > 0
     assert float(clu_metrics.LPIPS.from_model_output(a, a, params).compute()["mean"]) == 0.0
+
+
+def test_flicker_is_zero_for_the_truths_changes_and_the_flickers_amplitude_otherwise():
+    """A video off the truth by a constant everywhere scores 0; one that alternates +-d around the truth scores 2d
+    on every pair (in [0, 1] units); the scorer's chunked pairs equal the formula over a whole 11-frame video."""
+    rng = np.random.default_rng(4)
+    truth = rng.uniform(-0.8, 0.8, (11, 12, 12, 3)).astype(np.float32)
+    offset = truth + 0.1
+    assert np.abs(np.asarray(clu_metrics.Flicker.from_model_output(
+        predictions=offset[:-1], next_predictions=offset[1:], targets=truth[:-1], next_targets=truth[1:]).compute()
+        ["mean"])) < 1e-6
+    d = 0.05  # in [-1, 1] units: 0.025 in [0, 1]
+    flickering = truth + d * (-1.0) ** np.arange(11)[:, None, None, None]
+    values = flicker(jnp.asarray(flickering[:-1]), jnp.asarray(flickering[1:]), jnp.asarray(truth[:-1]),
+                     jnp.asarray(truth[1:]), 2.0)
+    np.testing.assert_allclose(np.asarray(values), 2 * d / 2.0, rtol=1e-4)
+    to_uint8 = lambda x: np.round((np.clip(x, -1, 1) + 1) * 127.5).astype(np.uint8)  # noqa: E731
+    scorer = Scorer(embedder=types.SimpleNamespace(name="unused"), landmarker=None)
+    scores = scorer.image_scores(to_uint8(flickering), to_uint8(truth))["flicker"].compute()
+    p, t = to_uint8(flickering) / 255.0, to_uint8(truth) / 255.0
+    expected = np.abs((p[1:] - p[:-1]) - (t[1:] - t[:-1])).mean()
+    assert int(scores["count"]) == 10
+    np.testing.assert_allclose(float(scores["mean"]), expected, rtol=1e-4)

@@ -66,6 +66,16 @@ def test_paste_back_keeps_the_source_outside_the_mask_at_any_aspect_ratio(landma
     assert corner.shape == frame.shape and np.array_equal(corner[:, 200:], frame[:, 200:])
 
 
+def test_paste_back_blends_by_the_feathered_mask():
+    """A flat result (200) pasted into a flat frame (40): every pixel is mask x 200 + (1 - mask) x 40, rounded."""
+    frame = np.full((300, 500, 3), 40, np.uint8)
+    box = np.array([260.0, 140.0, 180.0])
+    out = paste_back(frame, np.full((64, 64, 3), 200, np.uint8), box)
+    mask = paste_mask(box, (0, 0, 500, 300))[..., None]
+    assert ((mask > 0) & (mask < 1)).mean() > 0.05  # the feathered border is there
+    np.testing.assert_allclose(out, np.broadcast_to(mask * 200 + (1 - mask) * 40, out.shape), rtol=0, atol=0.51)
+
+
 def test_smoothing_keeps_a_still_box_and_damps_jitter():
     still = np.tile([100.0, 80.0, 200.0], (20, 1))
     np.testing.assert_allclose(smooth_boxes(still), still)

@@ -121,10 +121,11 @@ def assert_accounted(results, with_target, with_still_target=None):
     for video in results:
         assert ("psnr" in video.scores) == with_target and ("lpips" in video.scores) == with_target
         assert ("expression_transfer" in video.scores) == with_still_target
+        assert ("flicker" in video.scores) == (with_target and video.frames > 1)
         for name, metric in video.scores.items():
             figures = metric.compute()
             seen = int(figures["count"]) + int(figures.get("no_face", 0)) + int(figures.get("unchanged", 0))
-            assert seen == video.frames, (video.name, name)
+            assert seen == video.frames - (name == "flicker"), (video.name, name)  # flicker: pairs of frames
             if figures["count"]:
                 assert math.isfinite(float(figures["mean"])), (video.name, name)
 
@@ -151,6 +152,7 @@ def test_oracle_scores_perfectly_on_ground_truth_disentangled(benchmark, scorer)
     assert total["psnr"]["mean"] == pytest.approx(100.0) and total["psnr"]["count"] == CLIPS * FRAMES
     assert total["ssim"]["mean"] == pytest.approx(1.0, abs=1e-6)
     assert total["lpips"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert total["flicker"]["mean"] == 0.0 and total["flicker"]["count"] == CLIPS * (FRAMES - 1)
     assert total["aed"]["count"] > 0 and total["aed"]["mean"] == 0.0
     assert total["apd"]["count"] > 0 and total["apd"]["mean"] == 0.0
     transfer = total["expression_transfer"]

@@ -1,11 +1,12 @@
 """`dex-portrait bench animate`: peak host memory and frames/s of `dex-portrait animate` on a long clip.
 
-The driving clip is the bundled one (data/demo/driving.mp4, 3 s) looped to --seconds (default 10) at its 25 fps
-and written as H.264; the sources are the bundled portrait resized to each --sizes side (default 512 and 2048
-pixels, square). Each run is `dex-portrait animate` in a child process with --checkpoint (default: the bundled
-Stage-1 model) and --batch; its peak resident memory is the child's ru_maxrss (os.wait4), its frames/s what
-animate prints: the frame loop (driving, paste-back, both H.264 videos written), the first batch's compilation
-included. Rows: every size at the first of --batches, then the first size at each other batch.
+The driving clip is the bundled one (data/demo/driving.mp4, 3 s) looped to each --seconds (default 10) at its
+25 fps and written as H.264; the sources are the bundled portrait resized to each --sizes side (default 512 and
+2048 pixels, square). Each run is `dex-portrait animate` in a child process with --checkpoint (default: the
+bundled Stage-1 model), --batch, and for an animator --steps when given; its peak resident memory is the child's
+ru_maxrss (os.wait4), its frames/s what animate prints: the frame loop (driving, paste-back, both H.264 videos
+written), the first batch's (or window's) compilation included. Rows: for each clip length every size at the
+first of --batches, then the first length and size at each other batch.
 """
 
 import argparse
@@ -31,13 +32,16 @@ def _parse(argv):
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=DEFAULTS["checkpoint"], type=Path,
                         help="the model animate runs (default: the bundled Stage-1 model)")
-    parser.add_argument("--seconds", default=10.0, type=float, help="driving clip length (default: %(default)s)")
+    parser.add_argument("--seconds", default=(10.0,), type=float, nargs="+",
+                        help="driving clip lengths (default: 10)")
     parser.add_argument("--sizes", default=(512, 2048), type=int, nargs="+",
                         help="source sides in pixels (default: 512 2048)")
     parser.add_argument("--batches", default=(8, 1), type=int, nargs="+",
                         help="--batch values of animate (default: 8 1)")
+    parser.add_argument("--steps", default=None, type=int,
+                        help="DDIM steps of an animator checkpoint (default: its config's)")
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or min(args.sizes) < 32 or min(args.batches) < 1:
+    if min(args.seconds) <= 0 or min(args.sizes) < 32 or min(args.batches) < 1:
         raise ValueError("--seconds must be positive, --sizes at least 32 and --batches at least 1")
     return args
 
@@ -52,10 +56,11 @@ def looped_clip(path, seconds):
     return count
 
 
-def run_animate(source, driving, checkpoint, batch, out):
+def run_animate(source, driving, checkpoint, batch, out, steps=None):
     """(peak resident MiB, frames/s, wall seconds) of one `dex-portrait animate` child process."""
     command = [sys.executable, "-m", "dex_jax.cli", "animate", "--source", str(source), "--driving", str(driving),
                "--checkpoint", str(checkpoint), "--batch", str(batch), "--out", str(out)]
+    command += [] if steps is None else ["--steps", str(steps)]
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as output:
         child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
@@ -74,16 +79,20 @@ def main(argv):
     args = _parse(argv)
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        count = looped_clip(folder / "driving.mp4", args.seconds)
+        clips = {seconds: folder / f"driving_{seconds:g}.mp4" for seconds in args.seconds}
+        counts = {seconds: looped_clip(path, seconds) for seconds, path in clips.items()}
         portrait = read_image(DEFAULTS["source"])
-        print(f"animate {args.checkpoint}, driving clip {count} frames ({args.seconds:g} s, the bundled clip "
-              f"looped)")
-        print(f"{'source':>11} {'batch':>5} {'peak host MiB':>13} {'frames/s':>8} {'wall s':>7}")
-        runs = [(size, args.batches[0]) for size in args.sizes] + [(args.sizes[0], b) for b in args.batches[1:]]
-        for i, (size, batch) in enumerate(runs):
+        steps = "" if args.steps is None else f", --steps {args.steps}"
+        print(f"animate {args.checkpoint}{steps}; driving clips: the bundled clip looped")
+        print(f"{'clip':>14} {'source':>11} {'batch':>5} {'peak host MiB':>13} {'frames/s':>8} {'wall s':>7}")
+        runs = [(seconds, size, args.batches[0]) for seconds in args.seconds for size in args.sizes]
+        runs += [(args.seconds[0], args.sizes[0], batch) for batch in args.batches[1:]]
+        for i, (seconds, size, batch) in enumerate(runs):
             source = folder / f"source_{size}.png"
-            write_image(source, resize(portrait, size, size))
-            peak, fps, wall = run_animate(source, folder / "driving.mp4", args.checkpoint, batch,
-                                                  folder / f"out_{i}")
-            print(f"{size:>5}x{size:<5} {batch:>5} {peak:>13.0f} {fps:>8.2f} {wall:>7.1f}", flush=True)
+            if not source.exists():
+                write_image(source, resize(portrait, size, size))
+            peak, fps, wall = run_animate(source, clips[seconds], args.checkpoint, batch, folder / f"out_{i}",
+                                          args.steps)
+            clip = f"{seconds:g} s/{counts[seconds]} fr"
+            print(f"{clip:>14} {size:>5}x{size:<5} {batch:>5} {peak:>13.0f} {fps:>8.2f} {wall:>7.1f}", flush=True)
     return 0

@@ -22,6 +22,7 @@ Expression transfer likewise counts frames whose true expression draws no change
 Keyword arguments of `from_model_output` (NHWC images in [-1, 1] unless `with_value_range` says otherwise):
     predictions, targets                       PSNR, L1, SSIM, LPIPS (LPIPS also `lpips_params`)
     predictions, targets, still_targets        ExpressionTransfer
+    predictions, next_predictions, targets, next_targets   Flicker (frames t and t + 1)
     identity, source_identity, identity_found  CSIM (embeddings; source (N, D) or one (D,) vector)
     blendshapes, target_blendshapes, blendshapes_found   AED (N, 52)
     head_pose, target_head_pose, head_pose_found         APD (N, 3) (yaw, pitch, roll) in degrees
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from clu import metrics
 
-from dex_jax.evaluate.image_metrics import expression_transfer, l1, psnr, ssim
+from dex_jax.evaluate.image_metrics import expression_transfer, flicker, l1, psnr, ssim
 from dex_jax.evaluate.pose_expression_metrics import expression_distance, pose_distance
 from dex_jax.motion.lpips import lpips_distance
 
@@ -151,6 +152,17 @@ class L1(ImageFrameStatistic):
     @classmethod
     def from_model_output(cls, predictions, targets, mask=None, **_):
         return cls.from_values(l1(cls.to_unit(predictions), cls.to_unit(targets), 1.0), mask)
+
+
+@flax.struct.dataclass
+class Flicker(ImageFrameStatistic):
+    """Per pair of consecutive frames, the L1 of the video's frame-to-frame change against the ground truth's, of
+    the images mapped to [0, 1], see `image_metrics.flicker`; averaged over the pairs."""
+
+    @classmethod
+    def from_model_output(cls, predictions, next_predictions, targets, next_targets, mask=None, **_):
+        return cls.from_values(flicker(cls.to_unit(predictions), cls.to_unit(next_predictions), cls.to_unit(targets),
+                                       cls.to_unit(next_targets), 1.0), mask)
 
 
 @flax.struct.dataclass

@@ -47,6 +47,18 @@ def l1(predictions, targets, data_range):
     return jnp.mean(jnp.abs(diff), axis=(1, 2, 3)) / data_range
 
 
+def flicker(predictions, next_predictions, targets, next_targets, data_range):
+    """Per pair of consecutive frames, the mean over H, W, C of |(next prediction - prediction) - (next target -
+    target)| as a fraction of `data_range`: how much more (or less) the video changes from frame to frame than the
+    ground truth does. Zero for any video whose frame-to-frame changes are the truth's, whatever its constant
+    error; a flickering video scores its flicker's amplitude."""
+    check_image_pair(predictions, targets)
+    check_image_pair(next_predictions, next_targets)
+    change = next_predictions.astype(jnp.float32) - predictions.astype(jnp.float32)
+    true_change = next_targets.astype(jnp.float32) - targets.astype(jnp.float32)
+    return jnp.mean(jnp.abs(change - true_change), axis=(1, 2, 3)) / data_range
+
+
 def expression_transfer(predictions, targets, still_targets, data_range, threshold=EXPRESSION_CHANGE_THRESHOLD):
     """How far each predicted frame moved from the source's expression towards the target's: (values, changed).
 

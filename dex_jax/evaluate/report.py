@@ -14,9 +14,10 @@ from dex_jax.evaluate.protocols import total_scores
 from dex_jax.output_dir import staged_output_dir
 
 COLUMNS = (("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("l1", "L1 ↓"), ("lpips", "LPIPS ↓"),
-           ("expression_transfer", "Expr. transfer ↑"), ("csim", "CSIM ↑"),
+           ("expression_transfer", "Expr. transfer ↑"), ("flicker", "Flicker ↓"), ("csim", "CSIM ↑"),
            ("aed", "AED ↓"), ("apd", "APD ↓"))
-DIGITS = {"psnr": 2, "ssim": 3, "l1": 4, "lpips": 3, "expression_transfer": 3, "csim": 3, "aed": 4, "apd": 3}
+DIGITS = {"psnr": 2, "ssim": 3, "l1": 4, "lpips": 3, "expression_transfer": 3, "flicker": 4, "csim": 3, "aed": 4,
+          "apd": 3}
 FACE_METRICS = ("csim", "aed", "apd")
 REPORT_NAMES = ("report.md", "report.json")
 

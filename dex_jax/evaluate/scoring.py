@@ -1,8 +1,9 @@
 """Score one generated video with the paper's metrics, one `clu_metrics` accumulator per metric.
 
-PSNR, SSIM, L1 (on [0, 1]) and LPIPS compare the prediction with a ground-truth target, frame by frame; where the
-task also knows the true frame with the source's own expression, expression transfer measures how far the
-prediction moved from that frame towards the target on the pixels the expression changes. CSIM compares each
+PSNR, SSIM, L1 (on [0, 1]) and LPIPS compare the prediction with a ground-truth target, frame by frame, and
+flicker compares its frame-to-frame changes with the target's (ours, for Stage 3: temporal consistency against
+the truth); where the task also knows the true frame with the source's own expression, expression transfer
+measures how far the prediction moved from that frame towards the target on the pixels the expression changes. CSIM compares each
 predicted frame's identity embedding with the source portrait's. AED compares MediaPipe blendshapes with the
 expression reference's, APD head poses with the pose reference's (the target where there is one, else the
 driving clips). Videos are uint8 RGB arrays (T, H, W, 3); frames without a face in either image of a pair are
@@ -12,7 +13,7 @@ counted in the face metrics' `no_face`, never averaged in (see `clu_metrics`).
 import jax
 import numpy as np
 
-from dex_jax.evaluate.clu_metrics import AED, APD, CSIM, L1, LPIPS, PSNR, SSIM, ExpressionTransfer
+from dex_jax.evaluate.clu_metrics import AED, APD, CSIM, L1, LPIPS, PSNR, SSIM, ExpressionTransfer, Flicker
 from dex_jax.evaluate.identity import embed_frames
 from dex_jax.face.landmarker import observe_frames
 from dex_jax.image import to_float
@@ -34,6 +35,12 @@ def _image_metrics(predictions, targets, mask, lpips_params, still_targets):
     return scores
 
 
+@jax.jit
+def _flicker(predictions, next_predictions, targets, next_targets, mask):
+    return Flicker.from_model_output(predictions=to_float(predictions), next_predictions=to_float(next_predictions),
+                                     targets=to_float(targets), next_targets=to_float(next_targets), mask=mask)
+
+
 def merge_scores(a, b):
     """Merge two {metric name: accumulator} dicts; a name in only one of them keeps its accumulator."""
     return {name: a[name].merge(b[name]) if name in a and name in b else a.get(name, b.get(name))
@@ -51,8 +58,8 @@ class Scorer:
         self._csim = CSIM.with_embedder(embedder.name)
 
     def image_scores(self, predictions, targets, still_targets=None):
-        """PSNR, SSIM, L1 (LPIPS, and expression transfer with still targets) accumulators over the frames,
-        computed in fixed-size jitted chunks."""
+        """PSNR, SSIM, L1 (LPIPS, and expression transfer with still targets) accumulators over the frames and
+        flicker over the pairs of consecutive frames (none for one frame), computed in fixed-size jitted chunks."""
         n, scores = len(predictions), {}
         for start in range(0, n, IMAGE_CHUNK):
             take = np.minimum(np.arange(start, start + IMAGE_CHUNK), n - 1)
@@ -60,6 +67,11 @@ class Scorer:
             still = None if still_targets is None else still_targets[take]
             scores = merge_scores(scores, _image_metrics(predictions[take], targets[take], mask, self.lpips_params,
                                                          still))
+        for start in range(0, n - 1, IMAGE_CHUNK):  # pairs (t, t + 1)
+            take = np.minimum(np.arange(start, start + IMAGE_CHUNK), n - 2)
+            mask = np.arange(start, start + IMAGE_CHUNK) < n - 1
+            scores = merge_scores(scores, {"flicker": _flicker(predictions[take], predictions[take + 1], targets[take],
+                                                               targets[take + 1], mask)})
         return scores
 
     def identity_scores(self, predictions, source):

@@ -112,8 +112,8 @@ def paste_back(frame, result, box):
     # result pixels -> the pixels of the region's bounding square, starting at (x0, y0)
     side = max(x1 - x0, y1 - y0)
     matrix = np.array([[scale, 0.0, cx - x0 - half * scale], [0.0, scale, cy - y0 - half * scale]])
-    placed = warp(result, matrix, side, border=cv2.BORDER_REPLICATE)[: y1 - y0, : x1 - x0].astype(np.float32)
-    mask = paste_mask(box, region)[..., None]
-    original = out[y0:y1, x0:x1].astype(np.float32)
-    out[y0:y1, x0:x1] = np.round(mask * placed + (1 - mask) * original).astype(np.uint8)
+    placed = np.ascontiguousarray(warp(result, matrix, side, border=cv2.BORDER_REPLICATE)[: y1 - y0, : x1 - x0])
+    mask = paste_mask(box, region)
+    # mask * placed + (1 - mask) * original, rounded, on the uint8 images: no float copy of the region is made
+    out[y0:y1, x0:x1] = cv2.blendLinear(placed, np.ascontiguousarray(out[y0:y1, x0:x1]), mask, 1 - mask)
     return out
