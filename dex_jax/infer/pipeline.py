@@ -20,8 +20,9 @@ relative (default) or absolute (`infer.relative_motion`), frames are driven as t
 each result is pasted back into the full-resolution source, or returned as the crop at S. Stage 1 and Stage 2
 drive the frames in batches of `batch` (the last one padded, so one compiled shape); a Stage-3 model (the
 wrapper's `temporal`) drives them in overlapping windows of `window` frames, each window one clip, the overlap
-handed over in latent space (`animator.windowed`: only one window of frames is held). Videos are read twice, frames one at a time: a first pass
-(`track`) keeps each frame's landmarks only, a second crops and drives, so memory does not grow with the clip.
+handed over in latent space (`animator.windowed`: only one window of frames is held). Videos are read twice,
+frames one at a time: a first pass (`track`) keeps each frame's landmarks only, a second crops and drives, so
+memory does not grow with the clip.
 A driving frame without a face borrows the landmarks of the clip's nearest frame with one (its motion is held);
 such frames are counted in `frames_without_face`.
 `__call__(source, pose_frames, expression_frames)` takes frames that already are such crops (evaluation's
@@ -48,8 +49,7 @@ from dex_jax.infer.relative_motion import MOTIONS
 from dex_jax.infer.wrapper import MotionWrapper, read_generator
 from dex_jax.parallel import make_mesh
 from dex_jax.train.animator_checkpoint import STAGES as ANIMATOR_STAGES
-from dex_jax.train.animator_checkpoint import TEMPORAL_STAGE
-from dex_jax.train.animator_checkpoint import read_animator
+from dex_jax.train.animator_checkpoint import TEMPORAL_STAGE, read_animator
 from dex_jax.train.checkpoint import checkpoint_paths, read_train_config
 
 DRIVE_CHUNK = 8
@@ -168,7 +168,7 @@ class MotionPipeline:
             raise ValueError(f"--batch must be at least 1, got {batch}")
         check_window(window, overlap)
         self.wrapper, self.batch, self.window, self.overlap = wrapper, batch, window, overlap
-        self.temporal = getattr(wrapper, "temporal", False)
+        self.temporal = wrapper.temporal
         self.image_size, self.expression_size = wrapper.image_size, wrapper.expression_size
         self.description = wrapper.description
         self.data_config = data_config

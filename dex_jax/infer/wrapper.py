@@ -65,6 +65,8 @@ def _drive(model, frames, params, volume, latent, source_pose, pose_inputs, expr
 class MotionWrapper:
     """A Stage-1 generator and its params as jitted `encode`, `motion` and `drive` (module docstring)."""
 
+    temporal = False  # frames are independent: the pipeline drives them in batches
+
     def __init__(self, model_config, params, description="motion generator", mesh=None):
         self.model_config = model_config
         self.image_size = int(model_config.image_size)
