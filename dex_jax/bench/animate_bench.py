@@ -3,7 +3,7 @@
 The driving clip is the bundled one (data/demo/driving.mp4, 3 s) looped to each --seconds (default 10) at its
 25 fps and written as H.264; the sources are the bundled portrait resized to each --sizes side (default 512 and
 2048 pixels, square). Each run is `dex-portrait animate` in a child process with --checkpoint (default: the
-bundled Stage-1 model), --batch, and for an animator --steps when given; its peak resident memory is the child's
+bundled Stage-1 model), --batch, and for an animator --steps and --cfg when given; its peak resident memory is the child's
 ru_maxrss (os.wait4), its frames/s what animate prints: the frame loop (driving, paste-back, both H.264 videos
 written), the first batch's (or window's) compilation included. Rows: for each clip length every size at the
 first of --batches, then the first length and size at each other batch.
@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from dex_jax.animator.sampler import CFG_MODES
 from dex_jax.arguments import ArgumentParser
 from dex_jax.data.h264 import H264Writer
 from dex_jax.data.video_io import read_clip, read_image, write_image
@@ -40,6 +41,8 @@ def _parse(argv):
                         help="--batch values of animate (default: 8 1)")
     parser.add_argument("--steps", default=None, type=int,
                         help="DDIM steps of an animator checkpoint (default: its config's)")
+    parser.add_argument("--cfg", default=None, choices=CFG_MODES,
+                        help="guidance of an animator checkpoint (default: its config's)")
     args = parser.parse_args(argv)
     if min(args.seconds) <= 0 or min(args.sizes) < 32 or min(args.batches) < 1:
         raise ValueError("--seconds must be positive, --sizes at least 32 and --batches at least 1")
@@ -56,11 +59,12 @@ def looped_clip(path, seconds):
     return count
 
 
-def run_animate(source, driving, checkpoint, batch, out, steps=None):
+def run_animate(source, driving, checkpoint, batch, out, steps=None, cfg=None):
     """(peak resident MiB, frames/s, wall seconds) of one `dex-portrait animate` child process."""
     command = [sys.executable, "-m", "dex_jax.cli", "animate", "--source", str(source), "--driving", str(driving),
                "--checkpoint", str(checkpoint), "--batch", str(batch), "--out", str(out)]
     command += [] if steps is None else ["--steps", str(steps)]
+    command += [] if cfg is None else ["--cfg", cfg]
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as output:
         child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
@@ -82,8 +86,9 @@ def main(argv):
         clips = {seconds: folder / f"driving_{seconds:g}.mp4" for seconds in args.seconds}
         counts = {seconds: looped_clip(path, seconds) for seconds, path in clips.items()}
         portrait = read_image(DEFAULTS["source"])
-        steps = "" if args.steps is None else f", --steps {args.steps}"
-        print(f"animate {args.checkpoint}{steps}; driving clips: the bundled clip looped")
+        sampling = "".join(f", --{name} {value}" for name, value in (("steps", args.steps), ("cfg", args.cfg))
+                           if value is not None)
+        print(f"animate {args.checkpoint}{sampling}; driving clips: the bundled clip looped")
         print(f"{'clip':>14} {'source':>11} {'batch':>5} {'peak host MiB':>13} {'frames/s':>8} {'wall s':>7}")
         runs = [(seconds, size, args.batches[0]) for seconds in args.seconds for size in args.sizes]
         runs += [(args.seconds[0], args.sizes[0], batch) for batch in args.batches[1:]]
@@ -92,7 +97,7 @@ def main(argv):
             if not source.exists():
                 write_image(source, resize(portrait, size, size))
             peak, fps, wall = run_animate(source, clips[seconds], args.checkpoint, batch, folder / f"out_{i}",
-                                          args.steps)
+                                          args.steps, args.cfg)
             clip = f"{seconds:g} s/{counts[seconds]} fr"
             print(f"{clip:>14} {size:>5}x{size:<5} {batch:>5} {peak:>13.0f} {fps:>8.2f} {wall:>7.1f}", flush=True)
     return 0
