@@ -71,6 +71,13 @@ def test_probe_command_writes_tables(tmp_path, capsys):
     assert swapped["pose_error_raw"] == report["pose_error_raw"]  # the pose encoder is the probed model's
     assert swapped["expression_r2"] != report["expression_r2"]
     assert swapped["expression_r2"] == pytest.approx(own["expression_r2"], abs=1e-6)  # built as other builds it
+    assert cli.main(["probe", "--checkpoint", str(run), "--pose-from", str(other), "--out",
+                     str(tmp_path / "posed"), "--num-fit", "64", "--num-eval", "32"]) == 0
+    posed = json.loads((tmp_path / "posed" / "probe.json").read_text())[0]
+    assert posed["model"] == "run step 3 (EMA generator), pose encoder from other"
+    assert posed["expression_r2"] == report["expression_r2"]  # the expression encoder is the probed model's
+    assert posed["pose_error_raw"] != report["pose_error_raw"]
+    assert posed["pose_error_raw"] == pytest.approx(own["pose_error_raw"], abs=1e-6)
     capsys.readouterr()
     assert cli.main(["probe", "--checkpoint", str(run), "--expression-from", str(tmp_path / "nowhere"), "--out",
                      str(tmp_path / "failed")]) == 2

@@ -1,6 +1,7 @@
 """`dex-portrait probe`: a Stage-1 model's pose encoder and expression latent against SynthHeads ground truth.
 
-    dex-portrait probe --checkpoint CKPT [--checkpoint CKPT2 ...] [--expression-from RUN] [--out DIR] [--overwrite]
+    dex-portrait probe --checkpoint CKPT [--checkpoint CKPT2 ...] [--expression-from RUN] [--pose-from RUN]
+                       [--out DIR] [--overwrite]
 
 Frames are rendered on the fly with uniform random poses over the range the multi-view SynthHeads builds
 cover (camera yaw up to 30 degrees plus head yaw up to 12, and so on) and random expressions; the render size,
@@ -19,7 +20,8 @@ Reported per checkpoint, on the evaluation set:
   expression R^2  the same probe from the expression latent to the ground-truth expression values (per value
                   and the mean): how much of the expression the latent carries for the decoder to draw.
 With --expression-from, every checkpoint is probed with the expression encoder of RUN (a run of stage
-`expression`, or any Stage-1 run or export) in place of its own. Writes the folder DIR holding probe.md and
+`expression`, or any Stage-1 run or export) in place of its own; with --pose-from, with the pose encoder of RUN
+(a run of stage `pose`, or any Stage-1 run or export). Writes the folder DIR holding probe.md and
 probe.json; an existing DIR is refused unless --overwrite.
 """
 
@@ -41,7 +43,7 @@ from dex_jax.image import to_float, to_model
 from dex_jax.infer.wrapper import read_generator
 from dex_jax.motion.generator import build_motion_generator
 from dex_jax.output_dir import add_overwrite_argument, check_output_dir, staged_output_dir
-from dex_jax.train.stages.warm_start import check_fits, trained_model_config, trained_module
+from dex_jax.train.stages.warm_start import trained_model_config, trained_module
 
 DEG = math.pi / 180
 PROBE_POSE_RANGES = {"yaw": (-40 * DEG, 40 * DEG), "pitch": (-20 * DEG, 20 * DEG), "roll": (-12 * DEG, 12 * DEG),
@@ -122,23 +124,24 @@ def ridge_probe_r2(fit_x, fit_y, eval_x, eval_y, ridge=RIDGE):
     return 1.0 - (residual ** 2).sum(0) / ((eval_y - eval_y.mean(0)) ** 2).sum(0)
 
 
-def with_expression_encoder(model_config, params, run):
-    """(model config, generator params) with the expression encoder of `run`, its config and params (EMA where
-    kept); ValueError if it has none or its shapes differ."""
-    encoder = trained_module(run, "expression", "--expression-from")
-    check_fits("expression", encoder, params["expression"], run, "--expression-from")
+def with_trained_module(model_config, params, run, module, flag):
+    """(model config, generator params) with the generator submodule `module` ("expression", "pose") of `run`, its
+    config and params (EMA where kept); ValueError naming `flag` if it has none. Its config may differ from the
+    checkpoint's (e.g. another norm) where the model's input sizes stay the same."""
+    trained = trained_module(run, module, flag)
     model_config = model_config.copy_and_resolve_references()
-    model_config.expression = trained_model_config(run, "--expression-from").expression
-    return model_config, {**params, "expression": encoder}
+    model_config[module] = trained_model_config(run, flag)[module]
+    return model_config, {**params, module: trained}
 
 
-def probe(checkpoint, fit, held_out, expression_from=None):
+def probe(checkpoint, fit, held_out, expression_from=None, pose_from=None):
     """The report dict of one checkpoint on the (images, boxes, poses, expressions) fit and evaluation sets,
-    with the expression encoder of the run `expression_from` if given."""
+    with the expression encoder of the run `expression_from` and the pose encoder of `pose_from` if given."""
     model_config, params, data_config, description = read_generator(checkpoint)
-    if expression_from:
-        model_config, params = with_expression_encoder(model_config, params, expression_from)
-        description += f", expression encoder from {Path(expression_from).name}"
+    for module, run, flag in (("expression", expression_from, "--expression-from"), ("pose", pose_from, "--pose-from")):
+        if run:
+            model_config, params = with_trained_module(model_config, params, run, module, flag)
+            description += f", {module} encoder from {Path(run).name}"
     poses, latents = encode(model_config, params, data_config, np.concatenate([fit[0], held_out[0]]),
                             np.concatenate([fit[1], held_out[1]]))
     n = len(fit[0])
@@ -196,6 +199,8 @@ def main(argv):
                         help="a training workdir or export (repeat to probe several)")
     parser.add_argument("--expression-from", default=None, type=Path,
                         help="probe with this run's expression encoder (e.g. a run of stage expression)")
+    parser.add_argument("--pose-from", default=None, type=Path,
+                        help="probe with this run's pose encoder (e.g. a run of stage pose)")
     parser.add_argument("--out", default="out/probe", type=Path,
                         help="folder to write with probe.md and probe.json (default: %(default)s)")
     add_overwrite_argument(parser)
@@ -209,7 +214,7 @@ def main(argv):
     check_output_dir(args.out, args.overwrite)
     fit = probe_frames(args.num_fit, (0, FIT_IDENTITIES), seed=0)
     held_out = probe_frames(args.num_eval, EVAL_IDENTITIES, seed=1)
-    reports = [probe(c, fit, held_out, args.expression_from) for c in args.checkpoint]
+    reports = [probe(c, fit, held_out, args.expression_from, args.pose_from) for c in args.checkpoint]
     table = markdown(reports, args.num_fit, args.num_eval)
     with staged_output_dir(args.out, args.overwrite) as staging:
         (staging / "probe.md").write_text(table)

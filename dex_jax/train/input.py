@@ -2,6 +2,8 @@
 
   'tfds'    the grain pipeline over a built dataset (`dex_jax.data.pipeline.make_loader`, data.dataset_dir)
   'random'  deterministic random batches of the same layout, for tests and throughput figures
+  'synth'   SynthHeads frames rendered on the fly, every frame a random pose and expression
+            (`dex_jax.data.synth_batches`)
 
 Both come as `Batches`: a grain DataLoader iterator with get_state/set_state, so checkpoints record the position,
 and close(), which ends its worker processes. Each process gets its slice of the global batch (data.batch_size /
@@ -17,6 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from dex_jax.data import pipeline
+from dex_jax.data.synth_batches import SynthBatches
 from dex_jax.data.synth_face import NUM_EXPRESSIONS
 
 # Batch fields the pipeline takes from a dataset's ground-truth labels -> the dataset feature each comes from;
@@ -90,6 +93,8 @@ def label_fields_read(config):
     """Label batch field (LABEL_FIELDS) -> the setting of a train config that reads it."""
     if config.stage == "expression":
         return {"driving_expression": "stage expression"}
+    if config.stage == "pose":
+        return {"source_pose": "stage pose", "driving_pose": "stage pose"}
     if config.stage in ("animator", "temporal"):
         return {}
     reads = {}
@@ -102,7 +107,7 @@ def label_fields_read(config):
 
 def check_fields(config):
     """ValueError naming every batch field the train config reads that its tfds dataset does not record, with
-    the setting that reads it; nothing for random batches, which have every field."""
+    the setting that reads it; nothing for random or rendered batches, which have every field."""
     data = config.data
     if data.get("source", "tfds") != "tfds":
         return
@@ -170,11 +175,15 @@ def make_iterator(data_config, kind=None):
     if source == "tfds":
         _check_dataset_dir(data_config)
         return Batches(pipeline.make_loader(data_config, kind))
-    if source == "random":
+    if source in ("random", "synth"):
+        if source == "synth" and kind != "pairs":
+            raise ValueError(f"data.source 'synth' renders pairs (a source and num_driving frames), not {kind!r}")
+        batches = (RandomBatches(data_config, jax.process_index(), jax.process_count(), kind=kind)
+                   if source == "random" else SynthBatches(data_config, jax.process_index(), jax.process_count()))
         loader = grain.DataLoader(
-            data_source=RandomBatches(data_config, jax.process_index(), jax.process_count(), kind=kind),
+            data_source=batches,
             sampler=grain.samplers.IndexSampler(num_records=2 ** 31 - 1, shuffle=False, seed=0,
                                                 shard_options=grain.sharding.NoSharding(), num_epochs=1),
             worker_count=0)
         return Batches(loader)
-    raise ValueError(f"unknown data.source {source!r}: use 'tfds' or 'random'")
+    raise ValueError(f"unknown data.source {source!r}: use 'tfds', 'random' or 'synth'")

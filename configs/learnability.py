@@ -1,0 +1,55 @@
+"""Learnability gates: each Stage-1 network of the `tiny` model (64x64) alone on its own SynthHeads task, on a CPU.
+
+`VARIANTS` holds one row per gate (`get_config(gate)`): the SynthHeads build it reads (builder/config/version
+under the tfds data folder; None: frames rendered on the fly, `data.source = "synth"`) and the fields it sets.
+What each measures, its figures and what it taught: docs/experiments/learnability.md.
+  pose        stage `pose`: the pose encoder on the true poses of rendered frames, each a new identity, pose
+              (uniform over SynthHeads' range) and expression. Gate: `dex-portrait probe --checkpoint
+              data/motion_synth --pose-from DIR` held-out yaw / pitch / roll error at most 3 / 3 / 2 degrees.
+
+Train and measure, e.g. the pose gate (the reconstruction gate first builds its data:
+`dex-portrait data build synth_heads --config cpu128`):
+    dex-portrait train --config configs/learnability.py:pose --workdir runs/gate_pose
+    dex-portrait probe --checkpoint data/motion_synth --pose-from runs/gate_pose --out runs/gate_pose_probe
+Everything not set here is the paper's (configs/motion_paper.py); every setting here is ours.
+"""
+
+import collections
+import os
+from pathlib import Path
+
+from dex_jax.config_loading import load_config_file
+from dex_jax.data.tfds_common import data_dir
+
+Gate = collections.namedtuple("Gate", "dataset changes")
+
+VARIANTS = {
+    "pose": Gate(None, {
+        "stage": "pose", "total_steps": 1_200, "data.batch_size": 16, "data.num_driving": 2}),
+}
+
+
+def get_config(gate="pose"):
+    here = Path(__file__).parent
+    config = load_config_file(here / "motion_paper.py")
+    config.model = load_config_file(here / "motion_model.py", "tiny")
+    config.allow_random_init = True  # the tiny model has no pretrained files; every network starts at random
+
+    config.data.image_size = 64
+    config.data.expression_size = 64
+    config.data.worker_count = 1
+
+    # Supervised regressions, not a GAN: Adam's usual betas, warmup then cosine decay to a tenth. The
+    # reconstruction gate's decoder, whose StyleGAN2 layers use equalized lr, trains at 4x (2e-3, StyleGAN2's lr).
+    config.optimizer.update(lr=1e-3, b1=0.9, b2=0.999, schedule="cosine", warmup_steps=100)
+    config.ema.decay = 0.99
+    config.checkpoint.update(every_steps=1_000, keep=2)
+    config.log.update(every_steps=50, image_every_steps=0)
+
+    row = VARIANTS[gate]
+    if row.dataset is None:
+        config.data.source = "synth"
+    else:
+        config.data.dataset_dir = os.path.join(data_dir(), row.dataset)
+    config.update_from_flattened_dict(row.changes)
+    return config
