@@ -9,7 +9,7 @@ import pytest
 
 from dex_jax.config_loading import load_config
 from dex_jax.data.synth_heads import render_frames, sample_expression, sample_pose
-from dex_jax.train.stages import pose
+from dex_jax.train.stages import expression, pose
 
 SIZE = 32  # the `test` model's image and expression-crop size
 
@@ -53,3 +53,9 @@ def test_the_pose_encoder_alone_fits_a_few_heads_poses():
     assert first["pose_supervision"] == pytest.approx(first["constant_guess"], rel=0.5)  # it starts near a constant
     assert last["pose_supervision"] < 0.2 * last["constant_guess"]
     assert max(last["yaw_deg"], last["pitch_deg"], last["roll_deg"]) < 3.0
+
+
+def test_the_expression_encoder_alone_fits_a_few_heads_expressions():
+    first, last = train(expression.make_stage(gate_config("expression", 200)), synth_batch(8), 200)
+    assert first["expression_supervision"] > 0.5 * first["constant_guess"]
+    assert last["expression_supervision"] < 0.2 * last["constant_guess"]
