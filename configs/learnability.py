@@ -8,6 +8,9 @@ What each measures, its figures and what it taught: docs/experiments/learnabilit
               data/motion_synth --pose-from DIR` held-out yaw / pitch / roll error at most 3 / 3 / 2 degrees.
   expression  stage `expression`: the expression encoder on the true expressions of such frames.
               Gate: `probe --expression-from DIR` held-out R^2 at least 0.6 on jaw_open, eye closing and smile.
+  reconstruction  stage `reconstruction`: the generator redraws each frame of `cpu128` from itself, L1.
+              Gate: `dex-portrait evaluate --checkpoint DIR --benchmark synth_heads --protocol reconstruction`
+              held-out PSNR at least 26 dB.
 
 Train and measure, e.g. the pose gate (the reconstruction gate first builds its data:
 `dex-portrait data build synth_heads --config cpu128`):
@@ -30,6 +33,9 @@ VARIANTS = {
         "stage": "pose", "total_steps": 1_200, "data.batch_size": 16, "data.num_driving": 2}),
     "expression": Gate(None, {
         "stage": "expression", "total_steps": 1_200, "data.batch_size": 16, "data.num_driving": 2}),
+    "reconstruction": Gate("synth_heads/cpu128/1.0.0", {
+        "stage": "reconstruction", "total_steps": 1_500, "data.batch_size": 4, "data.num_driving": 2,
+        "optimizer.lr": 5e-4, "optimizer.generator_lr_multipliers": {"decoder": 4.0}}),
 }
 
 

@@ -39,7 +39,7 @@ from dex_jax.train.distributed import initialize_from_environment
 from dex_jax.train.input import check_fields, make_iterator
 from dex_jax.train.nonfinite import NonFiniteError
 
-STAGES = ("stage1", "expression", "pose", "animator", "temporal")
+STAGES = ("stage1", "expression", "pose", "reconstruction", "animator", "temporal")
 MAY_CHANGE = ("total_steps", "nonfinite_limit", "log.", "checkpoint.", "data.dataset_dir", "data.worker_count",
               "data.worker_buffer_size", "pretrained.", "allow_random_init")  # the last two: read at the start only
 

@@ -95,7 +95,7 @@ def label_fields_read(config):
         return {"driving_expression": "stage expression"}
     if config.stage == "pose":
         return {"source_pose": "stage pose", "driving_pose": "stage pose"}
-    if config.stage in ("animator", "temporal"):
+    if config.stage in ("reconstruction", "animator", "temporal"):
         return {}
     reads = {}
     if config.loss.pose_supervision:
