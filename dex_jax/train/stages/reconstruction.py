@@ -26,6 +26,7 @@ from dex_jax.motion.losses import l1_loss
 from dex_jax.train.loop import Stage
 from dex_jax.train.optim import make_optimizer
 from dex_jax.train.stages.motion_pairs import flatten_frames
+from dex_jax.train.stages.stage1 import check_sizes
 from dex_jax.train.state import apply_gradients, create_state, ema_update, step_rng
 
 METRIC_NAMES = ("l1", "psnr", "generator_grad_norm", "learning_rate")
@@ -37,12 +38,7 @@ def check_config(config):
     for key in ("init_from", "init_discriminator", "init_expression_from"):
         if config.get(key):
             raise ValueError(f"{key} is set; the reconstruction stage starts every network from random weights")
-    model, data = config.model, config.data
-    if data.image_size != model.image_size:
-        raise ValueError(f"data.image_size {data.image_size} differs from model.image_size {model.image_size}")
-    if data.expression_size != model.expression.image_size:
-        raise ValueError(f"data.expression_size {data.expression_size} differs from model.expression.image_size "
-                         f"{model.expression.image_size}")
+    check_sizes(config)
 
 
 def batch_psnr(pred, target):

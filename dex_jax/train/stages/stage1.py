@@ -229,6 +229,16 @@ def take_trained_params(state, config):
     return state
 
 
+def check_sizes(config):
+    """ValueError when the data's image or expression-crop size differs from the model's."""
+    model, data = config.model, config.data
+    if data.image_size != model.image_size:
+        raise ValueError(f"data.image_size {data.image_size} differs from model.image_size {model.image_size}")
+    if data.expression_size != model.expression.image_size:
+        raise ValueError(f"data.expression_size {data.expression_size} differs from model.expression.image_size "
+                         f"{model.expression.image_size}")
+
+
 def check_config(config):
     """ValueError unless data and model sizes agree (image size, expression crop size), init_discriminator has
     an init_from to take the discriminator from, and every pretrained file the config needs is given
@@ -236,9 +246,4 @@ def check_config(config):
     check_files(config)
     if config.init_discriminator and not config.init_from:
         raise ValueError("init_discriminator needs init_from: the training workdir whose discriminator to take")
-    model, data = config.model, config.data
-    if data.image_size != model.image_size:
-        raise ValueError(f"data.image_size {data.image_size} differs from model.image_size {model.image_size}")
-    if data.expression_size != model.expression.image_size:
-        raise ValueError(f"data.expression_size {data.expression_size} differs from model.expression.image_size "
-                         f"{model.expression.image_size}")
+    check_sizes(config)
