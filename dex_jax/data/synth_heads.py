@@ -25,6 +25,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dex_jax.data.synth_face import EXPRESSION, EXPRESSION_NAMES, NUM_EXPRESSIONS, SIGNED_EXPRESSIONS
 from dex_jax.data.synth_identity import HEAD_UNIT, identity_params
@@ -41,7 +42,7 @@ MULTIVIEW_HEAD_RANGES = {"yaw": (-12 * _DEG, 12 * _DEG), "pitch": (-12 * _DEG, 1
                          "roll": (-12 * _DEG, 12 * _DEG), "tx": (-0.06, 0.06), "ty": (-0.06, 0.06), "scale": (0.9, 1.1)}
 MAX_VIEW_YAW = 30 * _DEG
 MAX_VIEW_PITCH = 10 * _DEG
-_SIGNED = jnp.array([name in SIGNED_EXPRESSIONS for name in EXPRESSION_NAMES])
+_SIGNED = np.array([name in SIGNED_EXPRESSIONS for name in EXPRESSION_NAMES])
 _PAIRS = (("smile_left", "smile_right"), ("eye_close_left", "eye_close_right"))
 
 

@@ -11,6 +11,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 HEAD_UNIT = 1.5
 PART_NAMES = ("skull", "face", "nose_bridge", "nose_tip", "nose_wing_left", "nose_wing_right",
@@ -22,12 +23,12 @@ HAIR_PARTS = (PART["hair"], PART["hair_back"])
 BODY_PARTS = (PART["neck"], PART["torso"])
 FACE_PARTS = tuple(PART[name] for name in PART_NAMES[:6])
 
-SKIN_TONES = jnp.array([[0.97, 0.82, 0.71], [0.86, 0.66, 0.52], [0.70, 0.50, 0.36],
+SKIN_TONES = np.array([[0.97, 0.82, 0.71], [0.86, 0.66, 0.52], [0.70, 0.50, 0.36],
                         [0.50, 0.34, 0.24], [0.32, 0.21, 0.15]])
-HAIR_COLOURS = jnp.array([[0.05, 0.04, 0.04], [0.20, 0.12, 0.07], [0.38, 0.24, 0.13], [0.78, 0.62, 0.38],
+HAIR_COLOURS = np.array([[0.05, 0.04, 0.04], [0.20, 0.12, 0.07], [0.38, 0.24, 0.13], [0.78, 0.62, 0.38],
                           [0.55, 0.22, 0.09], [0.62, 0.62, 0.63], [0.18, 0.22, 0.55]])
-HAIR_WEIGHTS = jnp.array([0.25, 0.25, 0.17, 0.12, 0.08, 0.08, 0.05])
-IRIS_COLOURS = jnp.array([[0.33, 0.19, 0.09], [0.16, 0.09, 0.05], [0.28, 0.48, 0.75],
+HAIR_WEIGHTS = np.array([0.25, 0.25, 0.17, 0.12, 0.08, 0.08, 0.05])
+IRIS_COLOURS = np.array([[0.33, 0.19, 0.09], [0.16, 0.09, 0.05], [0.28, 0.48, 0.75],
                           [0.32, 0.52, 0.28], [0.48, 0.38, 0.18], [0.48, 0.54, 0.60]])
 BACKGROUND_KINDS = ("gradient", "stripes", "noise")
 _NUM_DRAWS = 96
@@ -41,6 +42,7 @@ def _surface_z(centre, radii, x, y):
 
 def _mix_palette(palette, t):
     """Piecewise-linear colour along the rows of `palette` for t in [0, 1]."""
+    palette = jnp.asarray(palette)
     position = t * (palette.shape[0] - 1)
     low = jnp.clip(jnp.floor(position).astype(jnp.int32), 0, palette.shape[0] - 2)
     frac = position - low
@@ -103,9 +105,9 @@ def sample_identity(key):
 
     # --- colours ---
     skin = _mix_palette(SKIN_TONES, uniform(0.0, 1.0)) * (1 + uniform(-0.04, 0.04, (3,)))
-    hair_colour = HAIR_COLOURS[pick(HAIR_WEIGHTS)]
+    hair_colour = jnp.asarray(HAIR_COLOURS)[pick(HAIR_WEIGHTS)]
     hair_colour = jnp.clip(hair_colour * uniform(0.85, 1.15) + uniform(-0.03, 0.03, (3,)), 0.02, 1.0)
-    iris = IRIS_COLOURS[pick(jnp.ones(IRIS_COLOURS.shape[0]))]
+    iris = jnp.asarray(IRIS_COLOURS)[pick(jnp.ones(IRIS_COLOURS.shape[0]))]
     lips = skin * jnp.array([0.78, 0.45, 0.48]) + jnp.array([0.16, 0.02, 0.05]) * uniform(0.6, 1.4)
     bald = chance(0.08)
 
