@@ -64,20 +64,16 @@ def test_probe_command_writes_tables(tmp_path, capsys):
     reports = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert [r["model"] for r in reports] == ["run step 3 (EMA generator)", "other step 3 (EMA generator)"]
     own = reports[1]
-    assert cli.main(["probe", "--checkpoint", str(run), "--expression-from", str(other), "--out",
-                     str(tmp_path / "swapped"), "--num-fit", "64", "--num-eval", "32"]) == 0
-    swapped = json.loads((tmp_path / "swapped" / "probe.json").read_text())[0]
-    assert swapped["model"] == "run step 3 (EMA generator), expression encoder from other"
-    assert swapped["pose_error_raw"] == report["pose_error_raw"]  # the pose encoder is the probed model's
-    assert swapped["expression_r2"] != report["expression_r2"]
-    assert swapped["expression_r2"] == pytest.approx(own["expression_r2"], abs=1e-6)  # built as other builds it
-    assert cli.main(["probe", "--checkpoint", str(run), "--pose-from", str(other), "--out",
-                     str(tmp_path / "posed"), "--num-fit", "64", "--num-eval", "32"]) == 0
-    posed = json.loads((tmp_path / "posed" / "probe.json").read_text())[0]
-    assert posed["model"] == "run step 3 (EMA generator), pose encoder from other"
-    assert posed["expression_r2"] == report["expression_r2"]  # the expression encoder is the probed model's
-    assert posed["pose_error_raw"] != report["pose_error_raw"]
-    assert posed["pose_error_raw"] == pytest.approx(own["pose_error_raw"], abs=1e-6)
+    # a swapped encoder is scored as its own run scores it, the other encoder stays the probed model's
+    for part, kept, moved in (("expression", "pose_error_raw", "expression_r2"),
+                              ("pose", "expression_r2", "pose_error_raw")):
+        assert cli.main(["probe", "--checkpoint", str(run), f"--{part}-from", str(other), "--out",
+                         str(tmp_path / part), "--num-fit", "64", "--num-eval", "32"]) == 0
+        swapped = json.loads((tmp_path / part / "probe.json").read_text())[0]
+        assert swapped["model"] == f"run step 3 (EMA generator), {part} encoder from other"
+        assert swapped[kept] == report[kept]
+        assert swapped[moved] != report[moved]
+        assert swapped[moved] == pytest.approx(own[moved], abs=1e-6)
     capsys.readouterr()
     assert cli.main(["probe", "--checkpoint", str(run), "--expression-from", str(tmp_path / "nowhere"), "--out",
                      str(tmp_path / "failed")]) == 2
