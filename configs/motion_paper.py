@@ -74,6 +74,10 @@ def get_config():
     # else a rotation uniform in +-30 degrees (the paper gives no range).
     config.data.cross_view_probability = 0.5
     config.data.rotation_degrees = 30.0
+    # Paper, Sec. 3.2: the expression input is a face crop "resize[d] ... to a fixed size"; the square around the
+    # landmarks' box ("box"). "landmarks" (ours) aligns the crop by the eyes and mouth corners, which a small encoder
+    # trained from scratch needs to read expressions over the whole pose range (docs/experiments/learnability.md).
+    config.data.expression_align = "box"
     # Paper: "we cover the eye and mouth regions using MediaPipe landmarks" (Sec. 3.2). Ours: the hulls dilated by
     # 4% of the face box, so the eyelids' and lips' edges are covered too.
     config.data.mask_dilation = 0.04

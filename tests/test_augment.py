@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dex_jax.data import synth_heads
-from dex_jax.data.augment import expression_crop, expression_matrix, pose_input, region_mask
+from dex_jax.data.augment import (ALIGN_TEMPLATE, expression_crop, expression_matrix, eyes_and_mouth, pose_input,
+                                   region_mask, landmark_align_matrix)
 from dex_jax.data.face_crop import crop_box, crop_matrix, transform_points, warp
 from dex_jax.data.synth_face import REGIONS
 from dex_jax.face.regions import masked_groups
@@ -113,3 +114,69 @@ def test_crop_matrix_maps_the_box_centre_to_the_crop_centre():
     big_box = np.array([250.0, 120.0, 600.0])
     big = warp(image, crop_matrix(big_box, 64), 64)
     assert np.abs(_box_centre(big[..., 0] > 127) - 31.5).max() <= 1.0
+
+
+def test_landmark_align_matrix_recovers_a_similarity_and_levels_the_eyes():
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        source = rng.normal(0, 10, (4, 2))
+        m = cv2.getRotationMatrix2D((3.0, -2.0), rng.uniform(-60, 60), rng.uniform(0.5, 2.0))
+        m[:, 2] += rng.normal(0, 10, 2)
+        assert np.allclose(landmark_align_matrix(source, transform_points(source, m)), m, atol=1e-9)
+        template = ALIGN_TEMPLATE * 64
+        face = transform_points(template + rng.normal(0, 2, (4, 2)), m)
+        moved = transform_points(face, landmark_align_matrix(face, template))
+        assert np.isclose(moved[0, 1], moved[1, 1]) and moved[0, 0] < moved[1, 0]
+    with pytest.raises(ValueError, match="coincide"):
+        landmark_align_matrix(np.ones((4, 2)), ALIGN_TEMPLATE)
+    with pytest.raises(ValueError, match="not a face"):
+        landmark_align_matrix(ALIGN_TEMPLATE[[0, 1, 3, 2]] * [1, -1] + [0, 2], ALIGN_TEMPLATE)
+
+
+def _aligned(image, points, out, degrees=0.0):
+    return expression_crop(image, None, out, degrees, align="landmarks", landmarks=points, groups=GROUPS)
+
+
+def test_landmark_aligned_crop_undoes_a_rotation_scale_and_shift_of_the_frame(frames):
+    """A frame turned 25 degrees on screen, scaled and shifted gives the same aligned crop as the frame itself,
+    where the box crop turns with it."""
+    out = 48
+    for i in range(0, 16, 3):
+        image, points, box = frames["image"][i], frames["landmarks"][i][:, :2], frames["face_box"][i]
+        m = cv2.getRotationMatrix2D((SIZE / 2, SIZE / 2), 25.0, 1.2)
+        m[:, 2] += (3.0, -2.0)
+        moved = cv2.warpAffine(image, m, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        moved_points = transform_points(points, m)
+        moved_box = np.concatenate([moved_points.min(0), moved_points.max(0)])
+        aligned = np.abs(_aligned(image, points, out).astype(float) - _aligned(moved, moved_points, out)).mean()
+        boxed = np.abs(expression_crop(image, box, out).astype(float) - expression_crop(moved, moved_box, out)).mean()
+        assert aligned < 0.4 * boxed, f"frame {i}: aligned crops differ by {aligned:.1f}, box crops by {boxed:.1f}"
+
+
+def test_landmark_aligned_crop_puts_eyes_and_mouth_at_the_template_over_the_pose_range(frames):
+    """Eye centres and mouth corners land nearer ALIGN_TEMPLATE than in the box crop, the eye line level;
+    the scheme's left/right naming does not matter."""
+    out = 64
+    template = ALIGN_TEMPLATE * out - 0.5
+    for i in range(16):
+        points, box = frames["landmarks"][i], frames["face_box"][i]
+        matrix = expression_matrix(box, out, align="landmarks", landmarks=points, groups=GROUPS)
+        swapped = expression_matrix(box, out, align="landmarks", landmarks=points, groups=[GROUPS[1], GROUPS[0],
+                                                                                            GROUPS[2]])
+        assert np.allclose(matrix, swapped)
+        aligned = transform_points(eyes_and_mouth(points, GROUPS), matrix)
+        boxed = transform_points(eyes_and_mouth(points, GROUPS), expression_matrix(box, out))
+        assert np.abs(aligned - template).mean() < np.abs(boxed - template).mean() + 1e-9, f"frame {i}"
+        assert np.isclose(aligned[0, 1], aligned[1, 1]), f"frame {i}: eye line not level"
+
+
+def test_landmark_aligned_rotation_turns_the_crop_about_its_centre(frames):
+    points, out = frames["landmarks"][0], 40
+    level = expression_matrix(None, out, 0.0, align="landmarks", landmarks=points, groups=GROUPS)
+    turned = expression_matrix(None, out, 30.0, align="landmarks", landmarks=points, groups=GROUPS)
+    rotation = cv2.getRotationMatrix2D(((out - 1) / 2, (out - 1) / 2), 30.0, 1.0)
+    assert np.allclose(turned, rotation @ np.vstack([level, [0, 0, 1]]))
+    with pytest.raises(ValueError, match="expression_align"):
+        expression_matrix(None, out, align="eyes")
+    with pytest.raises(ValueError, match="landmarks"):
+        expression_matrix(None, out, align="landmarks")

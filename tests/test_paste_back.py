@@ -1,6 +1,8 @@
 """Inference crop and paste-back: the data builder's crop, output at the source's size with its pixels outside the
 mask, the SynthHeads framing, relative motion, small and several faces, the SynthHeads render rule."""
 
+import types
+
 import cv2
 import jax
 import jax.numpy as jnp
@@ -10,16 +12,20 @@ import pytest
 from skimage import data
 
 from dex_jax import geometry
+from dex_jax.data.augment import expression_crop
 from dex_jax.data.synth_heads import render_frames, sample_expression, sample_pose
 from dex_jax.data.tfds_portrait_videos import PortraitVideosConfig, face_record
 from dex_jax.data.video_io import read_image
 from dex_jax.face.landmarker import FaceLandmarker
+from dex_jax.image import to_float
 from dex_jax.infer.animate import DEFAULTS
 from dex_jax.infer.faces import MAX_FACES, check_photo_size, find_faces
-from dex_jax.infer.paste_back import (PORTRAIT_VIDEOS, SYNTH_HEADS, crop, face_box, paste_back, paste_mask,
-                                      smooth_boxes, training_framing)
+from dex_jax.infer.paste_back import (EYES_AND_MOUTH, PORTRAIT_VIDEOS, SYNTH_HEADS, crop, face_box, paste_back,
+                                      paste_mask, smooth_boxes, training_framing)
+from dex_jax.infer.pipeline import MotionPipeline
 from dex_jax.infer.relative_motion import apply_motion, relative_pose
 from dex_jax.infer.render_check import looks_rendered
+from dex_jax.infer.wrapper import inference_data_config
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +172,22 @@ def test_the_framing_follows_the_training_dataset():
     assert training_framing(config("/data/synth_heads/cpu128/1.0.0")) == SYNTH_HEADS
     assert training_framing(config("/data/portrait_videos/default/1.0.0")) == PORTRAIT_VIDEOS
     assert training_framing(config("")) == PORTRAIT_VIDEOS
+
+
+def test_the_expression_input_is_the_crop_the_training_data_used(landmarker):
+    """A train config's data.expression_align reaches the inference pipeline, which builds MediaPipe-landmark
+    crops as `augment` does; a clip without a face falls back to the box square."""
+    photo = crop(framed_astronaut(560, 700, at=(20, 100)), face_box(landmarker.detect(
+        framed_astronaut(560, 700, at=(20, 100))).landmarks))
+    points = landmarker.detect(photo).landmarks[:, :2]
+    box = np.concatenate([points.min(0), points.max(0)])
+    train = ml_collections.ConfigDict({"data": {"expression_align": "landmarks", "expression_box_scale": 1.2}})
+    wrapper = types.SimpleNamespace(temporal=False, image_size=64, expression_size=48, description="")
+    aligned = MotionPipeline(wrapper, inference_data_config(train), landmarker)
+    boxed = MotionPipeline(wrapper, inference_data_config(ml_collections.ConfigDict()), landmarker)
+    want = to_float(expression_crop(photo, box, 48, 0.0, 1.2, "landmarks", points, EYES_AND_MOUTH))
+    np.testing.assert_array_equal(aligned.inputs(photo, points)[1], want)
+    np.testing.assert_array_equal(boxed.inputs(photo, points)[1], to_float(expression_crop(photo, box, 48)))
+    assert np.abs(want - boxed.inputs(photo, points)[1]).mean() > 0.01
+    np.testing.assert_array_equal(aligned.expression_input(photo, None, box),
+                                  to_float(expression_crop(photo, box, 48, 0.0, 1.2)))

@@ -60,6 +60,19 @@ def test_expression_mask_stays_when_the_pose_input_is_not_covered(data_config):
     np.testing.assert_array_equal(uncovered["expression_mask"], covered["expression_mask"])
 
 
+def test_landmark_aligned_expression_inputs_change_only_the_expression_input(data_config):
+    aligned = data_config.copy_and_resolve_references()
+    aligned.expression_align = "landmarks"
+    boxed, landmarks = (_batches(make_loader(c, "pairs"), 1)[0] for c in (data_config, aligned))
+    for key in boxed:
+        if key != "expression_input":
+            np.testing.assert_array_equal(landmarks[key], boxed[key])
+    assert np.abs(landmarks["expression_input"] - boxed["expression_input"]).mean() > 0.01
+    aligned.expression_align = "eyes"
+    with pytest.raises(ValueError, match="data.expression_align must be one of"):
+        make_loader(aligned, "pairs")
+
+
 def test_clips_are_consecutive_frames_of_one_camera(data_config):
     batch = _batches(make_loader(data_config, "clips"), 1)[0]
     assert batch["driving"].shape == (4, 5, 32, 32, 3) and batch["expression_input"].shape == (4, 5, 24, 24, 3)

@@ -5,8 +5,11 @@ import pytest
 
 from dex_jax.config_loading import load_config
 from dex_jax.data import synth_heads
+from dex_jax.data.augment import expression_crop
 from dex_jax.data.synth_batches import RENDER_FACTOR, SynthBatches
-from dex_jax.image import to_model
+from dex_jax.data.synth_face import REGIONS
+from dex_jax.face.regions import masked_groups
+from dex_jax.image import to_float, to_model
 from dex_jax.train.input import RandomBatches, make_iterator
 
 
@@ -43,3 +46,24 @@ def test_the_labels_are_what_the_frames_show(data_config):
     want = np.stack([to_model(np.asarray(image), data_config.image_size) for image in frames["image"]])
     np.testing.assert_allclose(batch["source"], want, atol=1e-6)
     assert np.all(np.abs(batch["driving_pose"][..., :3]) <= np.pi / 4 + 1e-6)  # synth_heads.POSE_RANGES
+
+
+def test_landmark_aligned_expression_inputs_are_the_augment_crops_of_the_driving_frames(data_config):
+    aligned = data_config.copy_and_resolve_references()
+    aligned.update(expression_align="landmarks", rotation_degrees=0.0)
+    batch = SynthBatches(aligned, 0, 1)[1]
+    boxed = SynthBatches(data_config, 0, 1)[1]
+    np.testing.assert_array_equal(batch["driving"], boxed["driving"])
+    side = RENDER_FACTOR * aligned.image_size
+    for i in range(2):
+        frames = synth_heads.render_frames(np.repeat(batch["identity"][i], 2), batch["driving_pose"][i],
+                                           batch["driving_expression"][i], side, side)
+        for j in range(2):
+            want = to_float(expression_crop(np.asarray(frames["image"][j]), None, aligned.expression_size,
+                                            align="landmarks", landmarks=np.asarray(frames["landmarks"][j]),
+                                            groups=masked_groups(REGIONS)))
+            np.testing.assert_allclose(batch["expression_input"][i, j], want, atol=1e-6)
+            assert np.abs(batch["expression_input"][i, j] - boxed["expression_input"][i, j]).mean() > 0.01
+    aligned.expression_align = "eyes"
+    with pytest.raises(ValueError, match="data.expression_align must be one of"):
+        SynthBatches(aligned, 0, 1)

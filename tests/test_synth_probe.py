@@ -74,6 +74,15 @@ def test_probe_command_writes_tables(tmp_path, capsys):
         assert swapped[kept] == report[kept]
         assert swapped[moved] != report[moved]
         assert swapped[moved] == pytest.approx(own[moved], abs=1e-6)
+    # the expression encoder is probed on the crops its run trained on
+    config = json.loads((other / "config.json").read_text())
+    config["data"]["expression_align"] = "landmarks"
+    (other / "config.json").write_text(json.dumps(config))
+    assert cli.main(["probe", "--checkpoint", str(run), "--expression-from", str(other), "--out",
+                     str(tmp_path / "aligned"), "--num-fit", "64", "--num-eval", "32"]) == 0
+    aligned = json.loads((tmp_path / "aligned" / "probe.json").read_text())[0]
+    assert aligned["pose_error_raw"] == report["pose_error_raw"]
+    assert aligned["expression_r2"] != pytest.approx(own["expression_r2"], abs=1e-3)
     capsys.readouterr()
     assert cli.main(["probe", "--checkpoint", str(run), "--expression-from", str(tmp_path / "nowhere"), "--out",
                      str(tmp_path / "failed")]) == 2

@@ -2,12 +2,12 @@
 docs/experiments/learnability.md ("It is the pose range, not the FAN"):
 
     python -m tools.expression_crop_study --poses frontal half no_roll full
-    python -m tools.expression_crop_study --poses full --align similarity
+    python -m tools.expression_crop_study --poses full --align landmarks
 
 For each pose setting it renders 3,072 training identities and 512 held-out ones (ids from 1,000,000) at 128 px,
 each with a random expression (`sample_expression`), crops the face to 64 px (`--align box`: the pipeline's
-`expression_crop` of the face box, no added rotation; `similarity`: the similarity transform that puts the four
-eye corners and the nose tip where they sit, on average, in frontal crops), trains a plain CNN (four stride-2
+`expression_crop` of the face box, no added rotation; `landmarks`: the pipeline's crop aligned by the eyes and
+mouth, `data.expression_align = "landmarks"`), trains a plain CNN (four stride-2
 3x3 convs of 32, 64, 128, 128 channels with ReLU, flattened, a dense layer) on the squared error of the 11
 expression values (batch 32, Adam 3e-4, 50 warmup steps, cosine decay, 1,500 steps) and prints the held-out and
 training R^2 of each value. About 3 minutes per setting on 2 CPU cores.
@@ -16,7 +16,6 @@ training R^2 of each value. About 3 minutes per setting on 2 CPU cores.
 import argparse
 import json
 
-import cv2
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -25,16 +24,16 @@ import optax
 
 from dex_jax.compilation_cache import enable_compilation_cache
 from dex_jax.data import synth_heads
-from dex_jax.data.augment import expression_crop, expression_matrix
-from dex_jax.data.synth_face import EXPRESSION_NAMES, LANDMARK_GROUPS
+from dex_jax.data.augment import EXPRESSION_ALIGNMENTS, expression_crop
+from dex_jax.data.synth_face import EXPRESSION_NAMES, REGIONS
+from dex_jax.face.regions import masked_groups
 from dex_jax.image import to_float
 from dex_jax.motion.losses import expression_supervision_loss
 from dex_jax.nn.layers import conv2d, dense
 
 SIZE, RENDER = 64, 128
 POSE_SCALES = {"frontal": (0, 0, 0), "half": (0.5, 0.5, 0.5), "no_roll": (1, 1, 0), "full": (1, 1, 1)}
-STABLE = [LANDMARK_GROUPS["left_eye"][0], LANDMARK_GROUPS["left_eye"][4], LANDMARK_GROUPS["right_eye"][0],
-          LANDMARK_GROUPS["right_eye"][4], LANDMARK_GROUPS["nose_tip"][0]]  # eye corners and nose tip
+GROUPS = masked_groups(REGIONS)
 
 
 class PlainCNN(nn.Module):
@@ -58,25 +57,9 @@ def render(n, first_id, seed, scales):
     return frames, np.asarray(expressions, np.float32)
 
 
-def frontal_points():
-    """Where the STABLE landmarks sit, on average, in box crops of frontal heads."""
-    frames, _ = render(256, 500_000, 3, POSE_SCALES["frontal"])
-    points = []
-    for _, box, marks in frames:
-        matrix = expression_matrix(box, SIZE)[:2]
-        points.append(marks[STABLE] @ matrix[:, :2].T + matrix[:, 2])
-    return np.mean(points, axis=0).astype(np.float32)
-
-
-def crops(frames, target):
-    if target is None:
-        return np.stack([to_float(expression_crop(image, box, SIZE)) for image, box, _ in frames])
-    out = []
-    for image, _, marks in frames:
-        matrix, _ = cv2.estimateAffinePartial2D(marks[STABLE].astype(np.float32), target, method=cv2.LMEDS)
-        out.append(to_float(cv2.warpAffine(image, matrix, (SIZE, SIZE), flags=cv2.INTER_AREA,
-                                           borderMode=cv2.BORDER_REFLECT_101)))
-    return np.stack(out)
+def crops(frames, align):
+    return np.stack([to_float(expression_crop(image, box, SIZE, align=align, landmarks=marks, groups=GROUPS))
+                     for image, box, marks in frames])
 
 
 def r2(model, params, images, targets):
@@ -85,10 +68,10 @@ def r2(model, params, images, targets):
     return 1 - ((predicted - targets) ** 2).mean(0) / targets.var(0)
 
 
-def study(scales, target, steps, num_train):
+def study(scales, align, steps, num_train):
     train_frames, y_train = render(num_train, 0, 1, scales)
     test_frames, y_test = render(512, 1_000_000, 2, scales)
-    x_train, x_test = crops(train_frames, target), crops(test_frames, target)
+    x_train, x_test = crops(train_frames, align), crops(test_frames, align)
     model = PlainCNN()
     params = model.init(jax.random.key(0), x_train[:1])["params"]
     optimizer = optax.adam(optax.warmup_cosine_decay_schedule(0.0, 3e-4, 50, steps, 3e-5))
@@ -110,16 +93,15 @@ def study(scales, target, steps, num_train):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--poses", nargs="+", choices=sorted(POSE_SCALES), default=["full"])
-    parser.add_argument("--align", choices=("box", "similarity"), default="box")
+    parser.add_argument("--align", choices=EXPRESSION_ALIGNMENTS, default="box")
     parser.add_argument("--steps", type=int, default=1_500)
     parser.add_argument("--num-train", type=int, default=3_072)
     args = parser.parse_args()
     if args.steps <= 50 or args.num_train < 32:
         parser.error("--steps must exceed the 50 warmup steps and --num-train be at least one batch of 32")
     enable_compilation_cache()
-    target = frontal_points() if args.align == "similarity" else None
     for name in args.poses:
-        held_out, train = study(POSE_SCALES[name], target, args.steps, args.num_train)
+        held_out, train = study(POSE_SCALES[name], args.align, args.steps, args.num_train)
         print(json.dumps({"poses": name, "align": args.align,
                           "held_out_r2": {name: round(float(value), 2) for name, value in zip(EXPRESSION_NAMES, held_out)},
                           "train_r2_mean": round(float(np.mean(train)), 2)}), flush=True)

@@ -34,6 +34,8 @@ The `data` config (`default_config()`):
   driving_cross_view_probability  chance a driving frame comes from another camera than the source's (if any)
   cross_view_probability  chance the expression input is another camera's view of the same instant (if any)
   expression_box_scale    expression crop side = the face box's longer side times this
+  expression_align        'box': the expression crop is the face-box square (the paper's); 'landmarks' (ours):
+                          the crop that levels the eyes and puts eyes and mouth corners in place (`augment`)
   mask_pose_input         cover the eyes and mouth of the pose input (False only for ablations)
   mask_dilation           pose-input hull dilation, a fraction of the face box's longer side
   mask_fill               value of the covered pose-input pixels, in [-1, 1]
@@ -46,7 +48,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags
 
-from dex_jax.data.augment import expression_crop, pose_input
+from dex_jax.data.augment import EXPRESSION_ALIGNMENTS, expression_crop, pose_input
 from dex_jax.data.tfds_common import INDEX_FIELDS
 from dex_jax.face.regions import masked_groups
 from dex_jax.image import to_float, to_model
@@ -72,6 +74,7 @@ def default_config():
         "driving_cross_view_probability": 1.0,
         "cross_view_probability": 0.5,
         "expression_box_scale": 1.0,
+        "expression_align": "box",
         "mask_pose_input": True,
         "mask_dilation": 0.04,
         "mask_fill": 0.0,
@@ -160,6 +163,13 @@ class _Anchors:
         return f"Anchors({self._name}, {len(self._anchors)})"
 
 
+def check_expression_align(config):
+    """ValueError unless the `data` config's expression_align is one of EXPRESSION_ALIGNMENTS."""
+    if config.expression_align not in EXPRESSION_ALIGNMENTS:
+        raise ValueError(f"data.expression_align must be one of {EXPRESSION_ALIGNMENTS}, "
+                         f"got {config.expression_align!r}")
+
+
 def rescale_points(points, factor):
     """Pixel coordinates (centres at integers) of an image resized by `factor`."""
     return (np.asarray(points, np.float64) + 0.5) * factor - 0.5
@@ -173,7 +183,8 @@ class MakeExample(grain.transforms.RandomMap):
         self._config = {k: config[k] for k in ("split", "image_size", "expression_size", "num_driving",
                                                "clip_length", "rotation_degrees", "cross_view_probability",
                                                "driving_cross_view_probability",
-                                               "expression_box_scale", "mask_pose_input", "mask_dilation",
+                                               "expression_box_scale", "expression_align", "mask_pose_input",
+                                               "mask_dilation",
                                                "mask_fill")}
         self._index = index
         self._groups = groups
@@ -193,11 +204,11 @@ class MakeExample(grain.transforms.RandomMap):
         others = self._index.other_views(record)
         if others and rng.random() < c["cross_view_probability"]:
             view = self._read([rng.choice(others)])[0]
-            image, box, degrees = view["image"], view["face_box"], 0.0
+            frame, degrees = view, 0.0
         else:
-            image, box = driving["image"], driving["face_box"]
-            degrees = rng.uniform(-c["rotation_degrees"], c["rotation_degrees"])
-        crop = expression_crop(image, box, c["expression_size"], degrees, c["expression_box_scale"])
+            frame, degrees = driving, rng.uniform(-c["rotation_degrees"], c["rotation_degrees"])
+        crop = expression_crop(frame["image"], frame["face_box"], c["expression_size"], degrees,
+                               c["expression_box_scale"], c["expression_align"], frame["landmarks"], self._groups)
         return to_float(crop)
 
     def _driving(self, record, rec, rng):
@@ -240,6 +251,7 @@ def make_loader(config, kind="pairs", shard_options=None):
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    check_expression_align(config)
     builder = tfds.builder_from_directory(config.dataset_dir)
     metadata = builder.info.metadata
     if config.split not in metadata["index"]:

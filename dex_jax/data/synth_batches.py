@@ -3,8 +3,8 @@ frame in its own uniformly random pose (synth_heads.POSE_RANGES) and random expr
 
 The layout and the model inputs are the grain pipeline's (`pipeline` module docstring): frames are rendered at
 RENDER_FACTOR times the model size and area-resized, as the 128-px builds are read at 64; the pose input covers
-the eyes and mouth hulls; the expression input is the face square rotated by up to data.rotation_degrees (there
-is no other view to take). Unlike a build's clips, whose poses and expressions follow smooth tracks (frames of
+the eyes and mouth hulls; the expression input is the crop of data.expression_align rotated by up to
+data.rotation_degrees (there is no other view to take). Unlike a build's clips, whose poses and expressions follow smooth tracks (frames of
 one clip nearly alike, poses crowded near the centre of their range) and whose cameras turn the torso with the
 view, every frame here is an independent draw, its torso facing the camera as in the `synth_heads` benchmark.
 Identities are drawn from 0..NUM_IDENTITIES-1, below the benchmark's held-out identities (1,000,000 up).
@@ -15,7 +15,7 @@ import numpy as np
 
 from dex_jax.data import synth_heads
 from dex_jax.data.augment import expression_crop, pose_input
-from dex_jax.data.pipeline import rescale_points
+from dex_jax.data.pipeline import check_expression_align, rescale_points
 from dex_jax.data.synth_face import REGIONS
 from dex_jax.face.regions import masked_groups
 from dex_jax.image import resize, to_float, to_model
@@ -28,12 +28,14 @@ class SynthBatches:
     """grain data source: record i is this process's slice of global batch i, drawn from seed (data.seed, i).
 
     data_config fields read: batch_size, num_driving, image_size, expression_size, seed, rotation_degrees,
-    expression_box_scale, mask_pose_input, mask_dilation, mask_fill.
+    expression_box_scale, expression_align, mask_pose_input, mask_dilation, mask_fill.
     """
 
     def __init__(self, data_config, process_index, process_count, length=2 ** 31 - 1):
+        check_expression_align(data_config)
         self._config = {k: data_config[k] for k in ("batch_size", "num_driving", "image_size", "expression_size",
                                                     "seed", "rotation_degrees", "expression_box_scale",
+                                                    "expression_align",
                                                     "mask_pose_input", "mask_dilation", "mask_fill")}
         b = int(self._config["batch_size"])
         self._rows = slice(process_index * b // process_count, (process_index + 1) * b // process_count)
@@ -53,7 +55,7 @@ class SynthBatches:
         face = resize(frame["face_mask"].astype(np.uint8) * 255, size, size)
         degrees = rng.uniform(-c["rotation_degrees"], c["rotation_degrees"])
         crop = expression_crop(frame["image"], frame["face_box"], c["expression_size"], degrees,
-                               c["expression_box_scale"])
+                               c["expression_box_scale"], c["expression_align"], frame["landmarks"], self._groups)
         return {"driving": image, "pose_input": covered if c["mask_pose_input"] else image,
                 "face_mask": (face > 127).astype(np.float32), "expression_mask": region[..., None],
                 "expression_input": to_float(crop)}

@@ -7,8 +7,9 @@ Frames are rendered on the fly with uniform random poses over the range the mult
 cover (camera yaw up to 30 degrees plus head yaw up to 12, and so on) and random expressions; the render size,
 the pose ranges and the identities of both sets are listed under "settings" at the end of --help. The fit set
 uses training identities; the evaluation set uses the held-out identities of the synth_heads benchmark, never
-in any build. Inputs are built as at inference: the whole frame resized for the pose encoder; the face-box
-square, not rotated, for the expression encoder.
+in any build. Inputs are built as at inference: the whole frame resized for the pose encoder; for the
+expression encoder the crop its training data used (data.expression_box_scale and data.expression_align of the
+checkpoint, or of the --expression-from run), not rotated.
 
 Reported per checkpoint, on the evaluation set:
   pose error      mean absolute error of yaw, pitch, roll (degrees), tx, ty (fractions of the half image) and
@@ -38,11 +39,14 @@ import numpy as np
 from dex_jax.arguments import ArgumentParser
 from dex_jax.data import synth_heads
 from dex_jax.data.augment import expression_crop
+from dex_jax.data.synth_face import REGIONS
 from dex_jax.evaluate.benchmarks import HELD_OUT_FIRST_IDENTITY
+from dex_jax.face.regions import masked_groups
 from dex_jax.image import to_float, to_model
-from dex_jax.infer.wrapper import read_generator
+from dex_jax.infer.wrapper import inference_data_config, read_generator
 from dex_jax.motion.generator import build_motion_generator
 from dex_jax.output_dir import add_overwrite_argument, check_output_dir, staged_output_dir
+from dex_jax.train.checkpoint import checkpoint_paths, read_train_config
 from dex_jax.train.stages.warm_start import trained_model_config, trained_module
 
 DEG = math.pi / 180
@@ -54,14 +58,15 @@ EVAL_IDENTITIES = (HELD_OUT_FIRST_IDENTITY, HELD_OUT_FIRST_IDENTITY + 1000)
 MIN_FIT, MIN_EVAL = 64, 16
 CHUNK = 32
 RIDGE = 1e-2
+GROUPS = masked_groups(REGIONS)
 UNITS = {"yaw": "deg", "pitch": "deg", "roll": "deg", "tx": "", "ty": "", "scale": ""}
 
 
 def probe_frames(num_frames, identities, seed):
     """Rendered frames with their ground truth: (images (N, S, S, 3) uint8, face boxes (N, 4), poses (N, 6),
-    expressions (N, NUM_EXPRESSIONS))."""
+    expressions (N, NUM_EXPRESSIONS), landmarks (N, NUM_LANDMARKS, 2))."""
     key = jax.random.PRNGKey(seed)
-    images, boxes, poses, expressions = [], [], [], []
+    images, boxes, poses, expressions, landmarks = [], [], [], [], []
     for start in range(0, num_frames, CHUNK):
         k_id, k_pose, k_expr = jax.random.split(jax.random.fold_in(key, start), 3)
         ids = identities[0] + jax.random.randint(k_id, (CHUNK,), 0, identities[1] - identities[0])
@@ -72,11 +77,13 @@ def probe_frames(num_frames, identities, seed):
         boxes.append(np.asarray(frames["face_box"]))
         poses.append(np.asarray(frames["pose"]))
         expressions.append(np.asarray(frames["expression"]))
-    return tuple(np.concatenate(a)[:num_frames] for a in (images, boxes, poses, expressions))
+        landmarks.append(np.asarray(frames["landmarks"])[..., :2])
+    return tuple(np.concatenate(a)[:num_frames] for a in (images, boxes, poses, expressions, landmarks))
 
 
-def encode(model_config, params, data_config, images, boxes):
-    """(predicted poses (N, 6) in POSE_NAMES order, expression latents (N, D)) of rendered frames."""
+def encode(model_config, params, data_config, images, boxes, landmarks):
+    """(predicted poses (N, 6) in POSE_NAMES order, expression latents (N, D)) of rendered frames, their expression
+    crops framed by data_config's expression_box_scale and expression_align."""
     model = build_motion_generator(model_config)
     size, crop_size = model_config.image_size, model_config.expression.image_size
 
@@ -91,8 +98,9 @@ def encode(model_config, params, data_config, images, boxes):
     for start in range(0, len(images), CHUNK):
         batch = slice(start, start + CHUNK)
         pose_images = np.stack([to_model(image, size) for image in images[batch]])
-        crops = to_float(np.stack([expression_crop(image, box, crop_size, 0.0, data_config.expression_box_scale)
-                          for image, box in zip(images[batch], boxes[batch])]))
+        crops = to_float(np.stack([expression_crop(image, box, crop_size, 0.0, data_config.expression_box_scale,
+                                                   data_config.expression_align, points, GROUPS)
+                                   for image, box, points in zip(images[batch], boxes[batch], landmarks[batch])]))
         pose, latent = run(pose_images, crops)
         poses.append(np.asarray(pose, np.float64))
         latents.append(np.asarray(latent, np.float64))
@@ -134,16 +142,24 @@ def with_trained_module(model_config, params, run, module, flag):
     return model_config, {**params, module: trained}
 
 
+def trained_data_config(run):
+    """The inference data settings (expression crop framing) of the run or export at `run`."""
+    return inference_data_config(read_train_config(checkpoint_paths(run)[1]))
+
+
 def probe(checkpoint, fit, held_out, expression_from=None, pose_from=None):
-    """The report dict of one checkpoint on the (images, boxes, poses, expressions) fit and evaluation sets,
-    with the expression encoder of the run `expression_from` and the pose encoder of `pose_from` if given."""
+    """The report dict of one checkpoint on the (images, boxes, poses, expressions, landmarks) fit and evaluation
+    sets, with the expression encoder of the run `expression_from` (and its expression crops) and the pose encoder
+    of `pose_from` if given."""
     model_config, params, data_config, description = read_generator(checkpoint)
     for module, run, flag in (("expression", expression_from, "--expression-from"), ("pose", pose_from, "--pose-from")):
         if run:
             model_config, params = with_trained_module(model_config, params, run, module, flag)
             description += f", {module} encoder from {Path(run).name}"
-    poses, latents = encode(model_config, params, data_config, np.concatenate([fit[0], held_out[0]]),
-                            np.concatenate([fit[1], held_out[1]]))
+    if expression_from:
+        data_config = trained_data_config(expression_from)
+    poses, latents = encode(model_config, params, data_config, *(np.concatenate([fit[i], held_out[i]])
+                                                                 for i in (0, 1, 4)))
     n = len(fit[0])
     fit_pose, eval_pose, fit_latent, eval_latent = poses[:n], poses[n:], latents[:n], latents[n:]
     calibrate = affine_calibration(fit_pose, fit[2])

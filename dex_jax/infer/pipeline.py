@@ -11,7 +11,8 @@ training pipeline builds them (`dex_jax.data.pipeline`, `augment`):
   source            the crop resized to S;
   pose input        the crop resized to S, the hulls of MediaPipe's eye + iris and lip points, dilated by
                     data.mask_dilation of the face size, filled with data.mask_fill;
-  expression input  the square around the landmarks' bounding box (times data.expression_box_scale), not
+  expression input  the square around the landmarks' bounding box (times data.expression_box_scale), or the
+                    crop aligned by the eyes and mouth where data.expression_align is 'landmarks', not
                     rotated, resized to E.
 `animate` (the animate command's path) takes photos and videos at any size: the source faces and every driving
 frame are cropped as the model's training data was (`infer.paste_back`: the data builder's crop, framed as the
@@ -188,14 +189,18 @@ class MotionPipeline:
         return pose_input(model_image, rescale_points(points, factor), EYES_AND_MOUTH,
                           rescale_points(box.reshape(2, 2), factor).reshape(4), data.mask_dilation, data.mask_fill)[0]
 
-    def expression_input(self, image, box):
-        """(E, E, 3) expression input in [-1, 1]: the square around face `box` of a crop, resized."""
-        return to_float(expression_crop(image, box, self.expression_size, 0.0, self.data_config.expression_box_scale))
+    def expression_input(self, image, points, box):
+        """(E, E, 3) expression input in [-1, 1] of a crop with landmarks `points` and face `box` in its pixels:
+        the crop data.expression_align names (the box square where points is None: no face in the clip), resized."""
+        data = self.data_config
+        align = "box" if points is None else data.expression_align
+        return to_float(expression_crop(image, box, self.expression_size, 0.0, data.expression_box_scale, align,
+                                        points, EYES_AND_MOUTH))
 
     def inputs(self, image, points):
         """(pose input, expression input) of a crop and its landmarks in crop pixels."""
         box = np.concatenate([points.min(0), points.max(0)])
-        return self.pose_input(image, points, box), self.expression_input(image, box)
+        return self.pose_input(image, points, box), self.expression_input(image, points, box)
 
     def drive_stream(self, encoded, reference, frames):
         """The `BatchDrive` (or for a Stage-3 wrapper `WindowDrive`) of a clip of `frames` frames of the source
@@ -240,8 +245,8 @@ class MotionPipeline:
         self.frames_without_face["expression"] += missing
         encoded = self.wrapper.encode(to_model(source, self.image_size)[None])
         poses = np.stack([self.pose_input(f, *face) for f, face in zip(pose_frames, pose_faces)])
-        expressions = np.stack([self.expression_input(f, box) for f, (_, box) in zip(expression_frames,
-                                                                                   expression_faces)])
+        expressions = np.stack([self.expression_input(f, *face) for f, face in zip(expression_frames,
+                                                                                 expression_faces)])
         return resize_frames(self._drive(encoded, poses, expressions, None), *source.shape[:2])
 
     # ---- animate: photos and videos at any size
