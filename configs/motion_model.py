@@ -13,7 +13,8 @@ def _paper():
             depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
         expression=dict(  # FAN trunk (conv7 s2, conv blocks, one 4-level hourglass, 256 ch) -> 512-d
             image_size=224, channels=256, hourglass_depth=4, num_landmarks=68, latent_dim=512,
-            norm="affine"),  # the pretrained FAN's frozen BatchNorms, folded at import
+            norm="affine",  # the pretrained FAN's frozen BatchNorms, folded at import
+            pool_grid=0),  # the head's pool (ours, the paper names only the FAN): 0 = global mean, n = n x n grid
         fusion=dict(out_channels=32, norm_groups=8),  # ResBlock3D 64 -> 32 ch, 16x64x64 -> 16x32x32, flatten
         # A.1: "processed through a 5-layer CNN, then flattened into a 1D 2048-dimensional appearance latent code":
         # 64x64 -> five stride-2 convs -> 2x2x512, flattened (the tiny and test models pool and project, ours)
@@ -31,7 +32,8 @@ def _tiny():
                         volume_depth=8, num_resblocks=2, norm_groups=8),
         pose=dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128)),
         expression=dict(image_size=64, channels=64, hourglass_depth=2, num_landmarks=68, latent_dim=128,
-                        norm="group"),  # trained from scratch: without normalisation the FAN learns nothing
+                        norm="group",  # trained from scratch: without normalisation the FAN learns nothing
+                        pool_grid=0),
         fusion=dict(out_channels=16, norm_groups=8),
         appearance_latent=dict(channels=(64, 128, 128, 128, 128), latent_dim=256),
         decoder=dict(channels=128, num_down=1, up_channels=(64, 32), skip_channels=(24, 16, 8, 3)),  # enters at S/4
@@ -45,7 +47,8 @@ def _test():
         appearance=dict(block_channels=(4, 8, 8), feature_channels=16, volume_channels=4,
                         volume_depth=4, num_resblocks=1, norm_groups=2),
         pose=dict(depths=(1, 1, 1, 1), dims=(8, 8, 16, 16)),
-        expression=dict(image_size=32, channels=16, hourglass_depth=1, num_landmarks=4, latent_dim=16, norm="group"),
+        expression=dict(image_size=32, channels=16, hourglass_depth=1, num_landmarks=4, latent_dim=16, norm="group",
+                        pool_grid=0),
         fusion=dict(out_channels=4, norm_groups=2),
         appearance_latent=dict(channels=(8, 8, 8, 8, 8), latent_dim=16),
         decoder=dict(channels=16, num_down=1, up_channels=(16, 8, 8), skip_channels=(8, 8, 4, 4, 3)),

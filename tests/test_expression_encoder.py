@@ -182,3 +182,27 @@ def test_encoders_of_configs_without_norm_keep_the_affine_trunk():
     cfg = _expression_config("tiny")
     del cfg["norm"]
     assert cfg != _expression_config("tiny") and ExpressionEncoder(**cfg).norm == "affine"
+
+
+def test_grid_pool_head_keeps_where_a_feature_is():
+    """pool_grid n: the dense layer reads an n x n grid of the head's map (n*n times the channels); a grid of 1 is
+    the global mean, the same function with the same params; a grid that does not divide the map is refused."""
+    cfg = {**_expression_config("test"), "image_size": 64}  # head map 4x4
+    crops = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3), minval=-1.0, maxval=1.0)
+    mean, one, grid = (ExpressionEncoder(**{**cfg, "pool_grid": n}) for n in (0, 1, 4))
+    params = mean.init(jax.random.key(1), crops)
+    np.testing.assert_allclose(one.apply(params, crops), mean.apply(params, crops), atol=1e-6)
+    grid_params = nn.unbox(grid.init(jax.random.key(1), crops))
+    channels = 2 * cfg["channels"]
+    assert grid_params["params"]["head_dense"]["kernel"].shape == (16 * channels, cfg["latent_dim"])
+    assert grid.apply(grid_params, crops).shape == (2, cfg["latent_dim"])
+    # one active position (row 3, column 0) of a 4x4 map of 2 channels: each grid cell keeps its own average
+    feature = np.zeros((1, 4, 4, 2), np.float32)
+    feature[0, 3, 0] = (8.0, 16.0)
+    pooled = {n: np.asarray(ExpressionEncoder(**{**cfg, "pool_grid": n})._pool(jnp.asarray(feature)))[0]
+              for n in (0, 2, 4)}
+    np.testing.assert_array_equal(pooled[0], [0.5, 1.0])
+    np.testing.assert_array_equal(np.flatnonzero(pooled[4]), [24, 25])  # cell 3 * 4 + 0, two channels
+    np.testing.assert_array_equal(pooled[2], [0, 0, 0, 0, 2.0, 4.0, 0, 0])  # cell (1, 0) averages 4 positions
+    with pytest.raises(ValueError, match="pool_grid 3 does not divide the head's 4x4 map"):
+        ExpressionEncoder(**{**cfg, "pool_grid": 3}).init(jax.random.key(0), crops)
