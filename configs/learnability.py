@@ -8,7 +8,8 @@ What each measures, its figures and what it taught: docs/experiments/learnabilit
               data/motion_synth --pose-from DIR` held-out yaw / pitch / roll error at most 3 / 3 / 2 degrees.
   expression  stage `expression`: the expression encoder on the true expressions of such frames, its crops
               aligned by the eyes and mouth (`data.expression_align`; the alignment levels the eyes, so the
-              paper's random rotation, there to keep roll out of the latent, is off).
+              paper's random rotation, there to keep roll out of the latent, is off), its head pooling to a 4x4
+              grid (`model.expression.pool_grid`), not to one mean.
               Gate: `probe --expression-from DIR` held-out R^2 at least 0.6 on jaw_open, eye closing and smile.
   reconstruction  stage `reconstruction`: the generator redraws each frame of `cpu128` from itself, L1.
               Gate: `dex-portrait evaluate --checkpoint DIR --benchmark synth_heads --protocol reconstruction`
@@ -35,7 +36,7 @@ VARIANTS = {
         "stage": "pose", "total_steps": 1_200, "data.batch_size": 16, "data.num_driving": 2}),
     "expression": Gate(None, {
         "stage": "expression", "total_steps": 1_200, "data.batch_size": 16, "data.num_driving": 2,
-        "data.expression_align": "landmarks", "data.rotation_degrees": 0.0}),
+        "data.expression_align": "landmarks", "data.rotation_degrees": 0.0, "model.expression.pool_grid": 4}),
     "reconstruction": Gate("synth_heads/cpu128/1.0.0", {
         "stage": "reconstruction", "total_steps": 1_500, "data.batch_size": 4, "data.num_driving": 2,
         "optimizer.lr": 5e-4, "optimizer.generator_lr_multipliers": {"decoder": 4.0}}),
