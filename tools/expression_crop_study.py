@@ -102,8 +102,8 @@ def main():
     enable_compilation_cache()
     for name in args.poses:
         held_out, train = study(POSE_SCALES[name], args.align, args.steps, args.num_train)
-        print(json.dumps({"poses": name, "align": args.align,
-                          "held_out_r2": {name: round(float(value), 2) for name, value in zip(EXPRESSION_NAMES, held_out)},
+        held_out_r2 = {value_name: round(float(r2), 2) for value_name, r2 in zip(EXPRESSION_NAMES, held_out)}
+        print(json.dumps({"poses": name, "align": args.align, "held_out_r2": held_out_r2,
                           "train_r2_mean": round(float(np.mean(train)), 2)}), flush=True)
 
 

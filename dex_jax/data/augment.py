@@ -4,12 +4,12 @@ Pose input: the driving image with the convex hull of each landmark group (left 
 dilated by a fraction of the face size, so most expression information is gone but the head is intact.
 Expression input: the driving image rotated by a random angle about the face-box centre (or, in multi-view
 data, another camera's view of the same instant), then the square around the face box resized to a fixed
-size (224 in the paper), which removes the head's translation and scale (`align="box"`, the paper's). Ours, as an
-option (`align="landmarks"`): the similarity transform (rotation, uniform scale, shift) that levels the eye line
-and best puts the two eye centres and the two mouth corners where ALIGN_TEMPLATE places them, then the same random rotation about the crop
-centre; it also removes the head's roll and keeps the eyes and mouth in place over the pose range
-(docs/experiments/learnability.md). Points and boxes are pixel coordinates with pixel centres at integers; images
-are numpy arrays (any dtype OpenCV warps).
+size (224 in the paper), which removes the head's translation and scale (`align="box"`, the paper's). Ours, as
+an option (`align="landmarks"`): the similarity transform (rotation, uniform scale, shift) that levels the eye
+line and best puts the two eye centres and the two mouth corners where ALIGN_TEMPLATE places them, then the same
+random rotation about the crop centre; it also removes the head's roll and keeps the eyes and mouth in place over
+the pose range (docs/experiments/learnability.md). Points and boxes are pixel coordinates with pixel centres at
+integers; images are numpy arrays (any dtype OpenCV warps).
 """
 
 import cv2

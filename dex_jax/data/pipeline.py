@@ -184,8 +184,7 @@ class MakeExample(grain.transforms.RandomMap):
                                                "clip_length", "rotation_degrees", "cross_view_probability",
                                                "driving_cross_view_probability",
                                                "expression_box_scale", "expression_align", "mask_pose_input",
-                                               "mask_dilation",
-                                               "mask_fill")}
+                                               "mask_dilation", "mask_fill")}
         self._index = index
         self._groups = groups
         self._kind = kind

@@ -4,9 +4,10 @@ frame in its own uniformly random pose (synth_heads.POSE_RANGES) and random expr
 The layout and the model inputs are the grain pipeline's (`pipeline` module docstring): frames are rendered at
 RENDER_FACTOR times the model size and area-resized, as the 128-px builds are read at 64; the pose input covers
 the eyes and mouth hulls; the expression input is the crop of data.expression_align rotated by up to
-data.rotation_degrees (there is no other view to take). Unlike a build's clips, whose poses and expressions follow smooth tracks (frames of
-one clip nearly alike, poses crowded near the centre of their range) and whose cameras turn the torso with the
-view, every frame here is an independent draw, its torso facing the camera as in the `synth_heads` benchmark.
+data.rotation_degrees (there is no other view to take). Unlike a build's clips, whose poses and expressions
+follow smooth tracks (frames of one clip nearly alike, poses crowded near the centre of their range) and whose
+cameras turn the torso with the view, every frame here is an independent draw, its torso facing the camera as in
+the `synth_heads` benchmark.
 Identities are drawn from 0..NUM_IDENTITIES-1, below the benchmark's held-out identities (1,000,000 up).
 """
 
@@ -35,8 +36,8 @@ class SynthBatches:
         check_expression_align(data_config)
         self._config = {k: data_config[k] for k in ("batch_size", "num_driving", "image_size", "expression_size",
                                                     "seed", "rotation_degrees", "expression_box_scale",
-                                                    "expression_align",
-                                                    "mask_pose_input", "mask_dilation", "mask_fill")}
+                                                    "expression_align", "mask_pose_input", "mask_dilation",
+                                                    "mask_fill")}
         b = int(self._config["batch_size"])
         self._rows = slice(process_index * b // process_count, (process_index + 1) * b // process_count)
         self._length = length

@@ -85,7 +85,8 @@ def inference_data_config(config):
     pose-input mask and expression-crop fields and its dataset_dir (which picks the crop framing) where its `data`
     section has them."""
     data = data_defaults()
-    keys = ("mask_pose_input", "mask_dilation", "mask_fill", "expression_box_scale", "expression_align", "dataset_dir")
+    keys = ("mask_pose_input", "mask_dilation", "mask_fill", "expression_box_scale", "expression_align",
+            "dataset_dir")
     data.update({key: config.data[key] for key in keys if "data" in config and key in config.data})
     return data
 
