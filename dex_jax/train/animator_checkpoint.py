@@ -24,6 +24,7 @@ import numpy as np
 
 from dex_jax.animator.motion_encoders import FROZEN_ENCODERS, motion_encoders
 from dex_jax.convert.diffusers import load_converted, module_config
+from dex_jax.data.pipeline import default_config as data_defaults
 from dex_jax.diffusion.vae import vae_from_config
 from dex_jax.output_dir import staged_output_dir
 from dex_jax.train.checkpoint import (Checkpointer, checkpoint_paths, generator_params, read_checkpoint,
@@ -85,6 +86,23 @@ def check_motion_encoders(config, motion_model, encoders, origin, key="motion_fr
                          f"model.expression_latent_dim is {config.model.expression_latent_dim}")
 
 
+EXPRESSION_CROP_FIELDS = ("expression_align", "expression_box_scale")
+
+
+def check_expression_crops(config, origin, key="motion_from"):
+    """ValueError naming `key` unless this config builds the expression crops (data.expression_align and
+    data.expression_box_scale, defaults where a config predates them) that the Stage-1 run or export at `origin`
+    trained its expression encoder on."""
+    defaults = data_defaults()
+    trained = read_train_config(checkpoint_paths(origin)[1])
+    for field in EXPRESSION_CROP_FIELDS:
+        theirs = trained.data.get(field, defaults[field]) if "data" in trained else defaults[field]
+        ours = config.data.get(field, defaults[field])
+        if theirs != ours:
+            raise ValueError(f"{key} {origin}: its expression encoder was trained on crops with data.{field}="
+                             f"{theirs!r}, this config has {ours!r}; set --config.data.{field}={theirs}")
+
+
 def converted_part(origin, part, key):
     """(module, params) of `part` ('unet' or 'vae') in the `dex-portrait convert diffusers` folder `origin`;
     ValueError naming the config `key` that gave it when the folder does not load or holds no such part."""
@@ -119,9 +137,11 @@ def read_vae(latent_config, key="latent.vae_from"):
 
 
 def read_frozen(config):
-    """(Stage-1 model config, frozen {"pose", "expression"[, "vae"]}) a train config names; ValueError on a misfit."""
+    """(Stage-1 model config, frozen {"pose", "expression"[, "vae"]}) a train config names; ValueError on a misfit
+    (params, latent size, or expression crops other than the encoders were trained on)."""
     motion_model, frozen = read_motion_encoders(config.motion_from)
     check_motion_encoders(config, motion_model, frozen, config.motion_from)
+    check_expression_crops(config, config.motion_from)
     if config.latent.kind == "vae":
         frozen["vae"] = read_vae(config.latent)
     return motion_model, frozen
