@@ -177,8 +177,8 @@ def test_the_framing_follows_the_training_dataset():
 def test_the_expression_input_is_the_crop_the_training_data_used(landmarker):
     """A train config's data.expression_align reaches the inference pipeline, which builds MediaPipe-landmark
     crops as `augment` does; a clip without a face falls back to the box square."""
-    photo = crop(framed_astronaut(560, 700, at=(20, 100)), face_box(landmarker.detect(
-        framed_astronaut(560, 700, at=(20, 100))).landmarks))
+    frame = framed_astronaut(560, 700, at=(20, 100))
+    photo = crop(frame, face_box(landmarker.detect(frame).landmarks))
     points = landmarker.detect(photo).landmarks[:, :2]
     box = np.concatenate([points.min(0), points.max(0)])
     train = ml_collections.ConfigDict({"data": {"expression_align": "landmarks", "expression_box_scale": 1.2}})
