@@ -40,6 +40,7 @@ def get_config():
     config.init_from = ""  # a workdir or export whose generator starts a new run (optimizers and step anew)
     config.init_discriminator = False  # also start the discriminator from init_from's (a workdir, not an export)
     config.init_expression_from = ""  # a run (e.g. of stage "expression") or export whose expression encoder to take
+    config.init_pose_from = ""  # a run (e.g. of stage "pose") or export whose pose encoder to take
     # Pretrained initialisation (dex_jax/train/stages/pretrained.py), files the user supplies, nothing downloaded:
     # the expression encoder is "a face alignment network (FAN) [5]" (Sec. 3.2): its trunk starts from
     # face-alignment's 2DFAN-4 file (first stack); the pose encoder is "a ConvNeXt [31]": its backbone starts from a

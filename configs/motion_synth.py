@@ -6,9 +6,11 @@
               else $TFDS_DATA_DIR, else ~/tensorflow_datasets); None: its base's
   changes     dotted config field -> value, applied over its base
   warm_start  config field -> the run to pass in it: "P" is phase P's workdir, "P export" that workdir's
-              `dex-portrait export`. Workdirs are the user's, so these stay on the command line.
+              `dex-portrait export`, "learnability:G" the workdir of gate G (configs/learnability.py). Workdirs
+              are the user's, so these stay on the command line.
 Everything not set here (mesh, sharding rules, other loss weights) is the paper's (configs/motion_paper.py).
-Phases 1 to 8 trained the bundled model data/motion_synth (8 is its last phase); the others are trials. What each
+Phases 1 to 8 trained the bundled model data/motion_synth (8 is its last phase); the others are trials; phase 13
+is phase 8 retrained with what the learnability gates taught. What each
 phase changed and why, with its figures: docs/experiments/motion_synth.md.
 
 Build the phase's dataset, then run the phase with its warm starts, e.g. phase 9:
@@ -52,6 +54,11 @@ VARIANTS = {
     "12": Phase("7", "synth_heads/cpu128_still/1.0.0", {
         "total_steps": 2_000, "model.expression.norm": "group", "loss.expression_supervision": 1.0,
         "loss.expression_region_l1": 10.0}, {"init_from": "8 export", "init_expression_from": "expression"}),
+    "13": Phase("12", None, {
+        "total_steps": 1_000, "data.expression_align": "landmarks", "data.rotation_degrees": 0.0,
+        "model.expression.pool_grid": 4},
+        {"init_from": "8 export", "init_expression_from": "learnability:expression",
+         "init_pose_from": "learnability:pose"}),
 }
 
 

@@ -14,7 +14,7 @@ from dex_jax.data.tfds_portrait_videos import PortraitVideos
 from dex_jax.data.tfds_synth_heads import SynthHeads
 from dex_jax.train.input import check_fields
 
-PHASES = [str(p) for p in range(1, 13)] + ["expression", "expression_normalised"]
+PHASES = [str(p) for p in range(1, 14)] + ["expression", "expression_normalised"]
 
 
 def train(capsys, *args):
@@ -61,7 +61,7 @@ def test_train_help_lists_every_config_with_its_variants_and_documents_overrides
     for path in sorted(CONFIG_DIR.glob("*.py")):
         summary = load_module(path).__doc__.strip().splitlines()[0]
         assert f"  {path.name}" in out and summary in out
-    assert "  motion_synth.py:1..12,expression,expression_normalised\n" in out
+    assert "  motion_synth.py:1..13,expression,expression_normalised\n" in out
     assert "  motion_model.py:paper,tiny,test\n" in out and "  motion_paper.py\n" in out
     assert "--config.a.b=value or --config.a.b value" in out and "--noconfig.a.b" in out
     assert "$DEX_DATA_DIR" in out and "--config.data.dataset_dir=DIR" in out
@@ -194,6 +194,7 @@ def test_each_motion_synth_phase_changes_what_its_history_says(tmp_path, monkeyp
 
 def test_motion_synth_rows_name_existing_fields_and_the_runs_they_continue():
     module = load_module(CONFIG_DIR / "motion_synth.py")
+    gates = load_module(CONFIG_DIR / "learnability.py")
     assert set(module.VARIANTS) == set(PHASES)
     paper = load_config("motion_paper")
     for phase, row in module.VARIANTS.items():
@@ -203,12 +204,20 @@ def test_motion_synth_rows_name_existing_fields_and_the_runs_they_continue():
                 assert key in _flat(paper.to_dict()), (phase, key)
         config = load_config(f"motion_synth:{phase}")
         for field, run in row.warm_start.items():
-            assert field in config and run.split()[0] in module.VARIANTS and run.split()[1:] in ([], ["export"])
+            if run.startswith("learnability:"):
+                assert field in config and run.split(":")[1] in gates.VARIANTS
+            else:
+                assert field in config and run.split()[0] in module.VARIANTS and run.split()[1:] in ([], ["export"])
         if config.init_discriminator:  # an export keeps no discriminator: init_from must be a workdir
             assert "export" not in row.warm_start["init_from"]
-        if "init_expression_from" in row.warm_start:  # the encoder it takes must have this phase's architecture
-            source = load_config(f"motion_synth:{row.warm_start['init_expression_from']}")
-            assert source.stage == "expression" and source.model.expression == config.model.expression
+        for network in ("expression", "pose"):  # the encoder it takes must have this phase's architecture
+            if f"init_{network}_from" in row.warm_start:
+                run = row.warm_start[f"init_{network}_from"]
+                source = load_config(run if run.startswith("learnability:") else f"motion_synth:{run}")
+                assert source.stage == network and source.model[network] == config.model[network], (phase, network)
+                inputs = {"expression": ("expression_align", "expression_box_scale", "expression_size"),
+                          "pose": ("mask_pose_input", "image_size")}[network]  # and reads the same crops
+                assert [source.data[k] for k in inputs] == [config.data[k] for k in inputs], (phase, network)
 
 
 def test_data_folder_is_dex_data_dir_else_tfds_own(tmp_path, monkeypatch):

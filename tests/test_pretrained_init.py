@@ -79,6 +79,9 @@ def test_the_refusal_names_files_that_are_not_there_and_only_the_files_the_confi
     no_lpips = {"loss.lpips": 0.0, "loss.component_lpips": 0.0}
     with pytest.raises(ValueError, match=r"lacks 1 file: the ConvNeXt-V2 backbone .*convnext=PATH \(or"):
         stage1.check_config(small_paper_config(**no_lpips, init_expression_from="RUN"))  # replaces the FAN only
+    with pytest.raises(ValueError, match=r"lacks 1 file: the FAN trunk .*fan=PATH \(or"):
+        stage1.check_config(small_paper_config(**no_lpips, init_pose_from="RUN"))  # replaces the ConvNeXt only
+    stage1.check_config(small_paper_config(**no_lpips, init_expression_from="RUN", init_pose_from="RUN"))
     stage1.check_config(small_paper_config(**no_lpips, init_from="RUN"))  # a trained generator replaces both
     stage1.check_config(small_paper_config(allow_random_init=True))
     with pytest.raises(ValueError, match="load into model.expression.norm='affine' only, not 'group'"):

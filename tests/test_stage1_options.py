@@ -20,15 +20,15 @@ from dex_jax.motion.losses import (
 from dex_jax.motion.pose_encoder import POSE_KEYS
 from dex_jax.train.input import make_iterator
 from dex_jax.train.optim import make_optimizer
-from dex_jax.train.stages import expression, stage1
+from dex_jax.train.stages import expression, pose, reconstruction, stage1
 
 
 def test_loss_is_mean_absolute_pose_error():
-    pose = {k: jnp.full((2,), float(i)) for i, k in enumerate(POSE_KEYS)}
+    estimate = {k: jnp.full((2,), float(i)) for i, k in enumerate(POSE_KEYS)}
     target = jnp.arange(6.0)[None].repeat(2, 0) + jnp.array([[0.5, -0.5, 0, 0, 0, 1.5]] * 2)
-    assert float(pose_supervision_loss(pose, target)) == pytest.approx(2.5 / 6)
+    assert float(pose_supervision_loss(estimate, target)) == pytest.approx(2.5 / 6)
     with pytest.raises(ValueError, match=r"pose targets must be \(N, 6\)"):
-        pose_supervision_loss(pose, target[:, :5])
+        pose_supervision_loss(estimate, target[:, :5])
 
 
 @pytest.mark.parametrize("term, labels, what", [("pose_supervision", ("source_pose", "driving_pose"), "poses"),
@@ -175,6 +175,22 @@ def test_expression_stage_refuses_whole_generator_warm_starts(key, value):
     with pytest.raises(ValueError, match=f"{key} is for stage1; the expression stage takes a trained encoder with "
                                          "init_expression_from"):
         expression.check_config(config)
+
+
+@pytest.mark.parametrize("stage, key, message", [
+    ("expression", "init_pose_from", "init_pose_from is for stage1"),
+    ("reconstruction", "init_pose_from", "init_pose_from is set; the reconstruction stage starts every network"),
+    ("pose", "init_expression_from", "init_expression_from names other networks than the pose encoder"),
+    ("pose", "init_from", "init_from names other networks than the pose encoder"),
+])
+def test_single_network_stages_refuse_warm_starts_of_other_networks(stage, key, message):
+    config = load_config("configs/motion_test.py")
+    config.stage = stage
+    module = {"expression": expression, "reconstruction": reconstruction, "pose": pose}[stage]
+    module.check_config(config)
+    config[key] = "RUN"
+    with pytest.raises(ValueError, match=message):
+        module.check_config(config)
 
 
 def test_zero_lpips_weights_drop_the_vgg_pass():

@@ -25,7 +25,7 @@ from dex_jax.train.loop import train
 from dex_jax.train.metrics import Progress, image_grid
 from dex_jax.train.nonfinite import NonFiniteError
 from dex_jax.train.optim import learning_rate_schedule
-from dex_jax.train.stages import expression, stage1
+from dex_jax.train.stages import expression, pose, stage1
 from dex_jax.train.stages.warm_start import warm_start, warm_start_module
 from dex_jax.train.state import create_state
 
@@ -317,6 +317,50 @@ def test_expression_stage_warm_start_takes_the_encoder_of_init_expression_from(e
         for got, value in zip(jax.tree.leaves(tree), jax.tree.leaves(want)):
             np.testing.assert_array_equal(got, value)
     assert int(state.step) == 0
+
+
+@pytest.fixture(scope="session")
+def pose_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("pose")
+    result = run_cli("train", "--config", "configs/motion_test.py", "--config.stage=pose", "--workdir", str(workdir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def test_stage1_takes_the_pose_and_expression_encoders_of_their_runs_over_init_from(stage1_run, pose_run,
+                                                                                      expression_run):
+    config = load_config("configs/motion_test.py")
+    stage = stage1.make_stage(config, lpips=stage1.random_lpips_params())
+    fresh = jax.jit(lambda rng: nn.unbox(stage.init(rng)))(jax.random.PRNGKey(1))
+    config.update(init_from=str(stage1_run), init_pose_from=str(pose_run), init_expression_from=str(expression_run))
+    state = stage1.take_trained_params(fresh, config)
+    origins = {"pose": pose_run, "expression": expression_run}
+    whole = read_checkpoint(stage1_run / "checkpoints")["ema"]["generator"]
+    for module, tree in state.params["generator"].items():
+        want = (read_checkpoint(origins[module] / "checkpoints")["ema"]["generator"][module] if module in origins
+                else whole[module])
+        for got in (tree, state.ema["generator"][module]):
+            for value, expected in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+                np.testing.assert_array_equal(value, expected)
+    assert not np.array_equal(jax.tree.leaves(whole["pose"])[0],
+                              jax.tree.leaves(state.params["generator"]["pose"])[0])  # the pose run's, not init_from's
+
+
+def test_pose_stage_warm_start_takes_the_encoder_of_init_pose_from(pose_run):
+    config = load_config("configs/motion_test.py")
+    config.stage = "pose"
+    fresh = jax.jit(lambda rng: nn.unbox(pose.make_stage(config).init(rng)))(jax.random.PRNGKey(1))
+    assert pose.make_stage(config).warm_start(fresh) is fresh
+    config.init_pose_from = str(pose_run)
+    state = pose.make_stage(config).warm_start(fresh)
+    want = read_checkpoint(pose_run / "checkpoints")["ema"]["generator"]["pose"]
+    for tree in (state.params["generator"]["pose"], state.ema["generator"]["pose"]):
+        for got, value in zip(jax.tree.leaves(tree), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(got, value)
+    assert int(state.step) == 0
+    config.model.pose.dims = tuple(2 * d for d in config.model.pose.dims)
+    with pytest.raises(ValueError, match=r"init_pose_from .*: its pose is built differently"):
+        pose.make_stage(config).warm_start(fresh)
 
 
 def test_init_expression_from_nowhere_is_a_one_line_error_and_leaves_no_run(tmp_path, capsys):

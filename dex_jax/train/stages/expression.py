@@ -11,8 +11,8 @@ loss.expression_normalised), Adam, EMA. The logged `constant_guess` is the same 
 mean, the best constant: the encoder has learned something only below it. The state's params are
 {"generator": {"expression": ...}}, the place the encoder has in a Stage-1 generator, so
 `warm_start_module(..., "expression", ...)` reads either kind of run. A fresh run may begin from a trained
-encoder, init_expression_from's (a run of either stage, or an export); init_from and init_discriminator, which
-name a whole generator and a discriminator, are refused.
+encoder, init_expression_from's (a run of either stage, or an export); init_from, init_discriminator and
+init_pose_from, which name a whole generator, a discriminator and the pose encoder, are refused.
 """
 
 import logging
@@ -38,7 +38,7 @@ PREVIEW_NAMES = ("expression input",)
 def check_config(config):
     """ValueError unless the data's expression crops have the encoder's input size and no whole-generator or
     discriminator warm start is asked for."""
-    for key in ("init_from", "init_discriminator"):
+    for key in ("init_from", "init_discriminator", "init_pose_from"):
         if config.get(key):
             raise ValueError(f"{key} is for stage1; the expression stage takes a trained encoder with "
                              "init_expression_from")

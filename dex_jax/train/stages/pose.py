@@ -13,9 +13,11 @@ scale) against their true poses; Adam, EMA. The logged `constant_guess` is the s
 per-value median, the best constant: the encoder has learned something only below it; `yaw_deg`, `pitch_deg` and
 `roll_deg` are the batch's mean absolute angle errors in degrees. The state's params are {"generator": {"pose":
 ...}}, the place the encoder has in a Stage-1 generator, so `warm_start_module(..., "pose", ...)` reads either
-kind of run. init_from, init_discriminator and init_expression_from, which name other networks, are refused.
+kind of run. A fresh run may begin from a trained encoder, init_pose_from's (a run of either stage, or an export);
+init_from, init_discriminator and init_expression_from, which name other networks, are refused.
 """
 
+import logging
 import math
 
 import jax
@@ -27,7 +29,10 @@ from dex_jax.motion.pose_encoder import POSE_KEYS, PoseEncoder
 from dex_jax.train.loop import Stage
 from dex_jax.train.optim import make_optimizer
 from dex_jax.train.stages.motion_pairs import flatten_frames, flatten_pose_targets
+from dex_jax.train.stages.warm_start import warm_start_module
 from dex_jax.train.state import apply_gradients, create_state, ema_update
+
+log = logging.getLogger(__name__)
 
 ANGLES = ("yaw", "pitch", "roll")
 METRIC_NAMES = ("pose_supervision", "constant_guess") + tuple(f"{a}_deg" for a in ANGLES) + (
@@ -55,7 +60,8 @@ def pose_inputs_and_targets(batch):
 
 def make_stage(config):
     """The pose `Stage` for a Stage-1 config with stage = "pose" (its data, model.pose and model.image_size,
-    optimizer without lr multipliers, ema and log fields; no loss field and no other network is read)."""
+    optimizer without lr multipliers, ema and log fields, init_pose_from; no loss field and no other network is
+    read)."""
     config = config.copy_and_resolve_references()
     encoder = PoseEncoder(**config.model.pose.to_dict(), dtype=jnp.dtype(config.model.dtype))
     optimizer, schedule = make_optimizer(config.optimizer, config.optimizer.lr, config.total_steps)
@@ -88,4 +94,12 @@ def make_stage(config):
                    "learning_rate": jnp.asarray(schedule(state.step), jnp.float32)}
         return new, metrics, (images[:num_images],)
 
-    return Stage(init=init, step=step, frozen={}, metric_names=METRIC_NAMES, preview_names=PREVIEW_NAMES)
+    def take_trained_encoder(state):
+        if not config.get("init_pose_from"):
+            return state
+        state = warm_start_module(state, config.init_pose_from, "pose", "init_pose_from", config.model)
+        log.info("pose encoder params from %s", config.init_pose_from)
+        return state
+
+    return Stage(init=init, step=step, frozen={}, metric_names=METRIC_NAMES, preview_names=PREVIEW_NAMES,
+                 warm_start=take_trained_encoder)

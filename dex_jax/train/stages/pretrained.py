@@ -31,12 +31,12 @@ def _field(config, name):
 
 def needed_files(config):
     """The fields of FILES this config reads a file from when it starts afresh: the FAN trunk and the ConvNeXt
-    backbone unless a trained generator (init_from) or expression encoder (init_expression_from) replaces them,
-    the VGG16 while a perceptual weight is not 0."""
+    backbone unless a trained generator (init_from), expression encoder (init_expression_from) or pose encoder
+    (init_pose_from) replaces them, the VGG16 while a perceptual weight is not 0."""
     needed = []
     if not config.get("init_from") and not config.get("init_expression_from"):
         needed.append("pretrained.fan")
-    if not config.get("init_from"):
+    if not config.get("init_from") and not config.get("init_pose_from"):
         needed.append("pretrained.convnext")
     if config.loss.lpips or config.loss.component_lpips:
         needed.append("lpips.vgg_weights")

@@ -35,7 +35,7 @@ PREVIEW_NAMES = ("frame", "pose input", "redrawn")
 
 def check_config(config):
     """ValueError if a warm start is asked for or data and model sizes (image, expression crop) differ."""
-    for key in ("init_from", "init_discriminator", "init_expression_from"):
+    for key in ("init_from", "init_discriminator", "init_expression_from", "init_pose_from"):
         if config.get(key):
             raise ValueError(f"{key} is set; the reconstruction stage starts every network from random weights")
     check_sizes(config)

@@ -214,18 +214,20 @@ def make_stage(config, lpips=None):
 def take_trained_params(state, config):
     """A fresh `state` with the pretrained and trained params the config names: the FAN trunk and ConvNeXt-V2
     backbone of its pretrained files, then the generator (and its EMA) of init_from, its discriminator too with
-    init_discriminator, then the expression encoder of init_expression_from; `state` as it is when none is set.
-    ValueError (see `take_pretrained`, `warm_start`, `warm_start_module`) when a file or run does not fit."""
+    init_discriminator, then the expression encoder of init_expression_from and the pose encoder of init_pose_from;
+    `state` as it is when none is set. ValueError (see `take_pretrained`, `warm_start`, `warm_start_module`) when
+    a file or run does not fit."""
     state = take_pretrained(state, config)
+    modules = {"expression": config.init_expression_from, "pose": config.get("init_pose_from", "")}
     if config.init_from:
         state = warm_start(state, config.init_from, config.model, discriminator=config.init_discriminator,
-                           replaced=("expression",) if config.init_expression_from else ())
+                           replaced=tuple(module for module, origin in modules.items() if origin))
         log.info("%s params from %s", "generator and discriminator" if config.init_discriminator else "generator",
                  config.init_from)
-    if config.init_expression_from:
-        state = warm_start_module(state, config.init_expression_from, "expression", "init_expression_from",
-                                  config.model)
-        log.info("expression encoder params from %s", config.init_expression_from)
+    for module, origin in modules.items():
+        if origin:
+            state = warm_start_module(state, origin, module, f"init_{module}_from", config.model)
+            log.info("%s encoder params from %s", module, origin)
     return state
 
 
