@@ -238,7 +238,15 @@ def test_warm_start_takes_the_generator_and_nothing_else(stage1_run, tmp_path):
     with pytest.raises(ValueError, match=r"init_from .*: its expression is built differently \(norm='group' there"):
         warm_start(fresh, stage1_run, model)
     taken = warm_start(fresh, stage1_run, model, replaced=("expression",))  # to be taken from another run next
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(taken.params), jax.tree.leaves(state.params)))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(taken.params["generator"]["expression"]),
+                                                    jax.tree.leaves(fresh.params["generator"]["expression"])))
+    rest = [(k, v) for k, v in taken.params["generator"].items() if k != "expression"]
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(rest), jax.tree.leaves(
+        [(k, v) for k, v in state.params["generator"].items() if k != "expression"]), strict=True))
+    other_head = jax.tree.map(lambda x: x, fresh.params)  # e.g. a grid-pooled head: another shape
+    other_head["generator"]["expression"] = {"head_dense": {"kernel": jnp.zeros((7, 3))}}
+    taken = warm_start(fresh.replace(params=other_head), stage1_run, model, replaced=("expression",))
+    assert taken.params["generator"]["expression"]["head_dense"]["kernel"].shape == (7, 3)
 
 
 def test_warm_start_can_take_the_discriminator_from_a_workdir(stage1_run, tmp_path):

@@ -48,15 +48,17 @@ def warm_start(state, origin, model_config, discriminator=False, replaced=()):
 
     origin: a training workdir or an export (`dex-portrait export`); its EMA generator is taken where it has one.
     model_config: this run's `model`; each generator submodule must be built as origin built it, except those
-    in `replaced` (taken from elsewhere next, e.g. by `warm_start_module`).
+    in `replaced` (taken from elsewhere next, e.g. by `warm_start_module`), which keep `state`'s params and may
+    differ from origin's in fields and shapes.
     discriminator: also take the discriminator's params, which only a training workdir keeps.
     Placed with the shardings `state` has. ValueError, naming init_from, when origin holds no readable checkpoint or no
     discriminator where one is asked for, or names the first mismatched keys or fields when they differ.
     """
     trained = _read(origin, "init_from")
     check_same_modules(origin, sorted(set(state.params["generator"]) - set(replaced)), model_config, "init_from")
-    state = with_generator(state, placed("generator", generator_params(trained)[0], state.params["generator"],
-                                         origin))
+    kept = {name: tree for name, tree in generator_params(trained)[0].items() if name not in replaced}
+    target = {name: tree for name, tree in state.params["generator"].items() if name not in replaced}
+    state = with_generator(state, {**state.params["generator"], **placed("generator", kept, target, origin)})
     if discriminator:
         if "discriminator" not in trained.get("params", {}):
             raise ValueError(f"init_from {origin}: holds no discriminator (an export keeps only the generator; "
