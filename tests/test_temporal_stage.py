@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from animator_checkpoint import untrained_params, write_untrained_export
 from flax.traverse_util import flatten_dict
+from motion_checkpoint import write_untrained_run
 
 from dex_jax.animator.temporal import is_temporal
 from dex_jax.cli import main as cli_main
@@ -91,13 +92,16 @@ def test_three_steps_train_the_temporal_params_alone(stage2, tmp_path):
 def test_bad_settings_are_one_line_errors(stage2, tmp_path, capsys):
     export, stage2_config = stage2
     tiny_export, _ = write_untrained_export(tmp_path / "tiny", "tiny")
+    other_stage1 = write_untrained_run(tmp_path / "other_stage1", seed=1)  # the same model, other weights
+    other_encoders = f"its animator was trained with another pose encoder than motion_from {other_stage1}'s"
     base = ["train", "--config", "animator_temporal_test", "--workdir", str(tmp_path / "run"),
             f"--config.motion_from={stage2_config.motion_from}"]
     cases = {"--config.model.temporal.enabled=False": "set model.temporal.enabled=True",
              "--config.data.kind=pairs": "trains on clips: set data.kind='clips'",
              "--config.init_from=": "init_from is empty",
              f"--config.init_from={stage2_config.motion_from}": "not an animator run (its config's stage is 'stage1')",
-             f"--config.init_from={tiny_export}": f"init_from {tiny_export}: its animator does not fit this config"}
+             f"--config.init_from={tiny_export}": f"init_from {tiny_export}: its animator does not fit this config",
+             f"--config.motion_from={other_stage1}": other_encoders}
     for override, message in cases.items():
         extra = [] if "init_from" in override else [f"--config.init_from={export}"]
         code = cli_main(base + extra + [override])

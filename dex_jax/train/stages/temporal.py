@@ -14,7 +14,9 @@ A fresh run's warm start takes every non-temporal param (params and EMA) from co
 export or training workdir (its EMA params where it has them), checked against this config when the stage is made;
 the temporal modules keep their fresh init, whose output is zero: the run starts as that Stage-2 animator.
 Frozen (the stage's `frozen`): the Stage-1 encoders and VAE, read as Stage 2 reads them (motion_from, vae_from:
-the Stage-2 run's own). Metrics and preview: Stage 2's.
+the Stage-2 run's own). The pose and expression encoders must be those the Stage-2 animator was trained with (an
+export's frozen ones, a workdir's motion_from's): the UNets learned that expression latent. Metrics and preview:
+Stage 2's.
 """
 
 import functools
@@ -23,6 +25,7 @@ import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.traverse_util import flatten_dict, unflatten_dict
 
@@ -31,7 +34,8 @@ from dex_jax.animator.model import build_animator, init_inputs
 from dex_jax.animator.motion_encoders import motion_encoders
 from dex_jax.animator.temporal import is_temporal
 from dex_jax.diffusion.schedule import SchedulerConfig
-from dex_jax.train.animator_checkpoint import STAGE, STAGES, animator_params, read_frozen
+from dex_jax.animator.motion_encoders import FROZEN_ENCODERS
+from dex_jax.train.animator_checkpoint import STAGE, STAGES, animator_params, read_frozen, read_motion_encoders
 from dex_jax.train.checkpoint import checkpoint_paths, read_checkpoint, read_train_config
 from dex_jax.train.loop import Stage
 from dex_jax.train.optim import make_optimizer
@@ -68,21 +72,31 @@ def check_config(config):
         raise ValueError("init_from is empty: stage 'temporal' starts from a Stage-2 animator export or workdir")
 
 
-def read_stage2(origin, model, side):
+def read_stage2(origin, model, side, frozen, motion_from):
     """The non-temporal animator params (numpy) of the Stage-2 export or workdir `origin`; ValueError naming
-    init_from when it holds no readable checkpoint or its animator does not fit `model`."""
+    init_from when it holds no readable checkpoint, its animator does not fit `model`, or it was trained with
+    other pose or expression encoders than `frozen`'s (those of `motion_from`)."""
     try:
         folder, config_path = checkpoint_paths(origin)
-        stage = read_train_config(config_path).get("stage")
-        if stage not in STAGES:
-            raise ValueError(f"not an animator run (its config's stage is {stage!r})")
-        params = animator_params(read_checkpoint(folder))[0]
+        stage2_config = read_train_config(config_path)
+        if stage2_config.get("stage") not in STAGES:
+            raise ValueError(f"not an animator run (its config's stage is {stage2_config.get('stage')!r})")
+        state = read_checkpoint(folder)
+        params = animator_params(state)[0]
+        trained_with = (state["frozen"] if "frozen" in state
+                        else read_motion_encoders(stage2_config.motion_from, "its motion_from")[1])
     except ValueError as err:
         raise ValueError(f"init_from {origin}: {err}") from None
     shapes = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), *init_inputs(model, side, side)))["params"]
     _, wanted = split_temporal(shapes)
     _, given = split_temporal(params)
     check_fits("animator", given, wanted, origin)
+    for name in FROZEN_ENCODERS:
+        theirs, ours = flatten_dict(trained_with[name]), flatten_dict(frozen[name])
+        if theirs.keys() != ours.keys() or any(not np.array_equal(theirs[k], ours[k]) for k in ours):
+            raise ValueError(f"init_from {origin}: its animator was trained with another {name} encoder than "
+                             f"motion_from {motion_from}'s; set --config.motion_from to the Stage-1 model it was "
+                             "trained on")
     return given
 
 
@@ -95,7 +109,7 @@ def make_stage(config):
     codec = build_codec(config.latent)
     motion_model, frozen = read_frozen(config)
     side = config.model.unet.sample_size
-    read_stage2(config.init_from, model, side)
+    read_stage2(config.init_from, model, side, frozen, config.motion_from)
     encoders = motion_encoders(motion_model)
     schedule = SchedulerConfig.from_dict(config.diffusion)
     optimizer, lr_schedule = make_optimizer(config.optimizer, config.optimizer.lr, config.total_steps)
@@ -130,13 +144,14 @@ def make_stage(config):
 
     return Stage(init=init, step=step, frozen=frozen, metric_names=animator.METRIC_NAMES,
                  preview_names=animator.PREVIEW_NAMES, warm_start=functools.partial(take_stage2, config=config,
-                                                                                    model=model, side=side))
+                                                                                    model=model, side=side,
+                                                                                    frozen=frozen))
 
 
-def take_stage2(state, config, model, side):
+def take_stage2(state, config, model, side, frozen):
     """A fresh `state` whose non-temporal params and EMA are config.init_from's animator, placed as `state`'s are;
     the temporal params and their EMA stay as init made them."""
-    given = flatten_dict(read_stage2(config.init_from, model, side))
+    given = flatten_dict(read_stage2(config.init_from, model, side, frozen, config.motion_from))
     params = flatten_dict(state.params[STAGE])
     placed = {path: jax.device_put(jnp.asarray(value, params[path].dtype), params[path].sharding)
               for path, value in given.items()}
