@@ -17,9 +17,11 @@ such block takes 4.5 s forward and backward for 8 frames, and with the tiny's th
 with attention at 16x16 and 8x8 instead it took 1.2 s. Attention at 8x8 as well would grow the UNets to 8.5M
 params, over the 30 MB the bundled export may take; this layout has 6.3M.
 
-Condition: the frozen pose and expression encoders of the bundled Stage-1 model data/motion_synth (found beside
-this file, whatever the working directory), whose 128-d expression latent is the `tiny` animator's
-expression_latent_dim. The UNets start from random weights (no SD-1.5 at this size). Everything not set here is
+Condition: the frozen pose and expression encoders the bundled animator data/animator_synth was trained with and
+keeps (found beside this file, whatever the working directory): those of the Stage-1 model's phase 8
+(configs/motion_synth.py), on the paper's face-box expression crops, not those of the bundled Stage-1 model
+data/motion_synth (phase 13, on aligned crops), which came later. Their 128-d expression latent is the `tiny`
+animator's expression_latent_dim. The UNets start from random weights (no SD-1.5 at this size). Everything not set here is
 the paper's (configs/animator_paper.py); the sizes, rates and steps below are ours, for this CPU.
 Dataset: synth_heads/cpu128/1.0.0 under the data folder ($DEX_DATA_DIR, else $TFDS_DATA_DIR, else
 ~/tensorflow_datasets), or --config.data.dataset_dir=DIR.
@@ -37,7 +39,7 @@ HERE = Path(__file__).parent
 def get_config():
     config = load_config_file(HERE / "animator_paper.py")
     config.total_steps = 3_000
-    config.motion_from = str(HERE.parent / "data" / "motion_synth")
+    config.motion_from = str(HERE.parent / "data" / "animator_synth")  # its frozen encoders (docstring)
     config.model = load_config_file(HERE / "animator_model.py", "tiny")
     config.model.unet.update(in_channels=12, out_channels=12,  # 2x2 space-to-depth of RGB (docstring)
                              down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),

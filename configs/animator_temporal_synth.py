@@ -3,7 +3,7 @@
     dex-portrait train --config animator_temporal_synth --workdir runs/animator_temporal_synth
 
 Starts from the bundled Stage-2 animator data/animator_synth (found beside this file, whatever the working
-directory; every non-temporal param frozen) with its frozen encoders' Stage-1 model data/motion_synth, on
+directory; every non-temporal param frozen) with the frozen encoders it keeps (animator_synth's motion_from), on
 synth_heads/cpu128 (32 consecutive frames per camera: 6480 runs of 24 in its train split). Clips of 24 frames as in
 the paper (the windows of long-clip sampling are 24 frames too); the rest is animator_synth's (configs/
 animator_synth.py) with the temporal module's sizes, batch, rate and steps ours, for this CPU: 4 heads (the tiny

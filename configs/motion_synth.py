@@ -1,6 +1,6 @@
 """Stage-1 training of the embedded default, the `tiny` model (64x64) on SynthHeads on a CPU, as a table of phases.
 
-`VARIANTS` holds one row per phase (`get_config(phase)`, default "8"):
+`VARIANTS` holds one row per phase (`get_config(phase)`, default "13", the bundled model's last):
   base        the phase whose recipe this one starts from (None: the common recipe in `get_config`)
   dataset     the SynthHeads version it reads, builder/config/version, under the tfds data folder ($DEX_DATA_DIR,
               else $TFDS_DATA_DIR, else ~/tensorflow_datasets); None: its base's
@@ -9,8 +9,8 @@
               `dex-portrait export`, "learnability:G" the workdir of gate G (configs/learnability.py). Workdirs
               are the user's, so these stay on the command line.
 Everything not set here (mesh, sharding rules, other loss weights) is the paper's (configs/motion_paper.py).
-Phases 1 to 8 trained the bundled model data/motion_synth (8 is its last phase); the others are trials; phase 13
-is phase 8 retrained with what the learnability gates taught. What each
+Phases 1 to 8 trained the model bundled until 2026-12-07; phase 13, that model retrained with what the learnability
+gates taught, is the bundled data/motion_synth; the others are trials. What each
 phase changed and why, with its figures: docs/experiments/motion_synth.md.
 
 Build the phase's dataset, then run the phase with its warm starts, e.g. phase 9:
@@ -71,7 +71,7 @@ def _apply(config, phase):
     config.update_from_flattened_dict(row.changes)
 
 
-def get_config(phase="8"):
+def get_config(phase="13"):
     here = Path(__file__).parent
     config = load_config_file(here / "motion_paper.py")
     config.model = load_config_file(here / "motion_model.py", "tiny")

@@ -166,6 +166,8 @@ HISTORY = {
     "11": ("10", {"total_steps": 1_200, "data.dataset_dir": "D/synth_heads/cpu128_spaced/1.0.0"}),
     "12": ("7", {"total_steps": 2_000, "model.expression.norm": "group", "loss.expression_supervision": 1.0,
                  "loss.expression_region_l1": 10.0, "data.dataset_dir": "D/synth_heads/cpu128_still/1.0.0"}),
+    "13": ("12", {"total_steps": 1_000, "data.expression_align": "landmarks", "data.rotation_degrees": 0.0,
+                  "model.expression.pool_grid": 4}),
     "expression": ("1", {"stage": "expression", "model.expression.norm": "group", "total_steps": 8_000,
                          "data.dataset_dir": "D/synth_heads/cpu128_expressions/1.0.0", "data.batch_size": 16,
                          "optimizer.lr": 1e-3, "optimizer.warmup_steps": 100, "ema.decay": 0.99,
@@ -189,7 +191,7 @@ def test_each_motion_synth_phase_changes_what_its_history_says(tmp_path, monkeyp
     assert (first.data.batch_size, first.data.num_driving, first.data.image_size) == (4, 2, 64)
     assert first.optimizer.generator_lr_multipliers.to_dict() == {"pose": 5.0}
     assert (first.loss.adversarial, first.loss.pose_supervision, first.loss.lpips) == (0.1, 1.0, 1.0)
-    assert load_config("motion_synth").to_dict() == configs["8"].to_dict()
+    assert load_config("motion_synth").to_dict() == configs["13"].to_dict()  # the bundled model's last phase
 
 
 def test_motion_synth_rows_name_existing_fields_and_the_runs_they_continue():

@@ -13,7 +13,7 @@ from motion_checkpoint import write_untrained_run
 from dex_jax.animator.temporal import is_temporal
 from dex_jax.cli import main as cli_main
 from dex_jax.config_loading import load_config
-from dex_jax.train.animator_checkpoint import read_animator
+from dex_jax.train.animator_checkpoint import read_animator, read_motion_encoders
 from dex_jax.train.cli import STAGES, check_workdir
 from dex_jax.train.export import export as export_run
 from dex_jax.train.input import make_iterator
@@ -87,6 +87,18 @@ def test_three_steps_train_the_temporal_params_alone(stage2, tmp_path):
     assert set(read) == set(ema)
     for path in moved[:5] + fixed[:5]:
         np.testing.assert_array_equal(read[path], ema[path], err_msg="/".join(path))
+
+
+def test_motion_from_may_name_an_animator_export_whose_frozen_encoders_it_takes(stage2):
+    export, stage2_config = stage2
+    model, encoders = read_motion_encoders(str(export))
+    want_model, want = read_motion_encoders(stage2_config.motion_from)
+    assert model.to_dict() == want_model.to_dict() and set(encoders) == set(want) == {"pose", "expression"}
+    for name in want:
+        assert jax.tree.all(jax.tree.map(np.array_equal, encoders[name], want[name]))
+    config = temporal_config(stage2)
+    config.motion_from = str(export)
+    assert temporal.make_stage(config).frozen["expression"] is not None  # its encoders are its init_from's
 
 
 def test_bad_settings_are_one_line_errors(stage2, tmp_path, capsys):

@@ -1,7 +1,8 @@
 """Animator (Stage-2) checkpoints: the frozen parts a run reads, the self-contained export, and the one reader.
 
 Frozen parts, `{"pose": ..., "expression": ..., "vae": ...}`: the Stage-1 pose and expression encoders of the
-run or export `config.motion_from` (its EMA generator where it has one), and, for `latent.kind` 'vae', the VAE
+run or export `config.motion_from` (its EMA generator where it has one; of an animator export, the frozen ones it
+keeps), and, for `latent.kind` 'vae', the VAE
 of the converted SD folder `config.latent.vae_from` ('vae' is absent for space_to_depth). Each is checked
 against the config before use; a misfit is a one-line ValueError naming the config field and the first
 mismatched keys.
@@ -56,15 +57,20 @@ def _host(tree):
 
 
 def read_motion_encoders(origin, key="motion_from"):
-    """(Stage-1 model config, {"pose", "expression"} params as numpy) of the Stage-1 run or export at `origin`;
-    ValueError naming `key` when it is missing, holds no readable checkpoint or lacks either encoder."""
+    """(Stage-1 model config, {"pose", "expression"} params as numpy) of the Stage-1 run or export at `origin`,
+    or the frozen encoders of an animator export there (those its animator was trained with); ValueError naming
+    `key` when it is missing, holds no readable checkpoint or lacks either encoder."""
     if not origin:
         raise ValueError(f"{key} is empty: name a Stage-1 export or training workdir (its pose and expression "
                          "encoders condition the animator)")
     try:
-        folder, _ = checkpoint_paths(origin)
-        motion_model = trained_model_config(origin, key)
-        generator = generator_params(read_checkpoint(folder))[0]
+        folder, config_path = checkpoint_paths(origin)
+        state = read_checkpoint(folder)
+        config = read_train_config(config_path)
+        if config.get("stage") in STAGES and "frozen" in state and "motion_model" in config:
+            motion_model, generator = config.motion_model, state["frozen"]
+        else:
+            motion_model, generator = trained_model_config(origin, key), generator_params(state)[0]
     except ValueError as err:
         message = str(err)
         raise ValueError(message if message.startswith(key) else f"{key} {origin}: {message}") from None
@@ -161,8 +167,7 @@ def write_animator_export(out, config, step, params, frozen, overwrite=False, ex
     `extras(folder)`, when given, writes further files (a training curve) into the folder before it appears.
     An existing `out` is refused unless overwrite; `out` appears only once complete.
     """
-    motion_model = config.motion_model if "motion_model" in config else trained_model_config(config.motion_from,
-                                                                                             "motion_from")
+    motion_model = config.motion_model if "motion_model" in config else read_motion_encoders(config.motion_from)[0]
     config = export_config(config, motion_model)
     check_motion_encoders(config, motion_model, frozen, "(the frozen encoders)")
     with staged_output_dir(out, overwrite) as staging:
