@@ -21,8 +21,8 @@ Condition: the frozen pose and expression encoders the bundled animator data/ani
 keeps (found beside this file, whatever the working directory): those of the Stage-1 model's phase 8
 (configs/motion_synth.py), on the paper's face-box expression crops, not those of the bundled Stage-1 model
 data/motion_synth (phase 13, on aligned crops), which came later. Their 128-d expression latent is the `tiny`
-animator's expression_latent_dim. The UNets start from random weights (no SD-1.5 at this size). Everything not set here is
-the paper's (configs/animator_paper.py); the sizes, rates and steps below are ours, for this CPU.
+animator's expression_latent_dim. The UNets start from random weights (no SD-1.5 at this size). Everything not
+set here is the paper's (configs/animator_paper.py); the sizes, rates and steps below are ours, for this CPU.
 Dataset: synth_heads/cpu128/1.0.0 under the data folder ($DEX_DATA_DIR, else $TFDS_DATA_DIR, else
 ~/tensorflow_datasets), or --config.data.dataset_dir=DIR.
 """

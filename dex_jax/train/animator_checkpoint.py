@@ -2,10 +2,9 @@
 
 Frozen parts, `{"pose": ..., "expression": ..., "vae": ...}`: the Stage-1 pose and expression encoders of the
 run or export `config.motion_from` (its EMA generator where it has one; of an animator export, the frozen ones it
-keeps), and, for `latent.kind` 'vae', the VAE
-of the converted SD folder `config.latent.vae_from` ('vae' is absent for space_to_depth). Each is checked
-against the config before use; a misfit is a one-line ValueError naming the config field and the first
-mismatched keys.
+keeps), and, for `latent.kind` 'vae', the VAE of the converted SD folder `config.latent.vae_from` ('vae' is
+absent for space_to_depth). Each is checked against the config before use; a misfit is a one-line ValueError
+naming the config field and the first mismatched keys.
 
 An export (`write_animator_export`, which `dex-portrait export` calls for an animator run) is the folder
   DIR/config.json                   the train config plus `motion_model`, the Stage-1 model config its encoders

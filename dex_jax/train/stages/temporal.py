@@ -31,10 +31,9 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from dex_jax.animator.latent import build_codec
 from dex_jax.animator.model import build_animator, init_inputs
-from dex_jax.animator.motion_encoders import motion_encoders
+from dex_jax.animator.motion_encoders import FROZEN_ENCODERS, motion_encoders
 from dex_jax.animator.temporal import is_temporal
 from dex_jax.diffusion.schedule import SchedulerConfig
-from dex_jax.animator.motion_encoders import FROZEN_ENCODERS
 from dex_jax.train.animator_checkpoint import STAGE, STAGES, animator_params, read_frozen, read_motion_encoders
 from dex_jax.train.checkpoint import checkpoint_paths, read_checkpoint, read_train_config
 from dex_jax.train.loop import Stage
