@@ -313,18 +313,25 @@ def test_warm_start_module_takes_the_expression_encoder_and_nothing_else(stage1_
         warm_start_module(fresh, expression_run, "expression", "init_expression_from", model)
 
 
-def test_expression_stage_warm_start_takes_the_encoder_of_init_expression_from(expression_run):
+@pytest.mark.parametrize("network, change", [("expression", ("norm", "affine")),
+                                             ("pose", ("dims", (32, 32, 64, 64)))])
+def test_single_network_stage_warm_start_takes_the_encoder_of_its_run(network, change, request):
+    run = request.getfixturevalue(f"{network}_run")
+    stage_module = {"expression": expression, "pose": pose}[network]
     config = load_config("configs/motion_test.py")
-    config.stage = "expression"
-    fresh = jax.jit(lambda rng: nn.unbox(expression.make_stage(config).init(rng)))(jax.random.PRNGKey(1))
-    assert expression.make_stage(config).warm_start(fresh) is fresh
-    config.init_expression_from = str(expression_run)
-    state = expression.make_stage(config).warm_start(fresh)
-    want = read_checkpoint(expression_run / "checkpoints")["ema"]["generator"]["expression"]
-    for tree in (state.params["generator"]["expression"], state.ema["generator"]["expression"]):
-        for got, value in zip(jax.tree.leaves(tree), jax.tree.leaves(want)):
+    config.stage = network
+    fresh = jax.jit(lambda rng: nn.unbox(stage_module.make_stage(config).init(rng)))(jax.random.PRNGKey(1))
+    assert stage_module.make_stage(config).warm_start(fresh) is fresh
+    config[f"init_{network}_from"] = str(run)
+    state = stage_module.make_stage(config).warm_start(fresh)
+    want = read_checkpoint(run / "checkpoints")["ema"]["generator"][network]
+    for tree in (state.params["generator"][network], state.ema["generator"][network]):
+        for got, value in zip(jax.tree.leaves(tree), jax.tree.leaves(want), strict=True):
             np.testing.assert_array_equal(got, value)
     assert int(state.step) == 0
+    config.model[network][change[0]] = change[1]
+    with pytest.raises(ValueError, match=fr"init_{network}_from .*: its {network} is built differently"):
+        stage_module.make_stage(config).warm_start(fresh)
 
 
 @pytest.fixture(scope="session")
@@ -352,23 +359,6 @@ def test_stage1_takes_the_pose_and_expression_encoders_of_their_runs_over_init_f
                 np.testing.assert_array_equal(value, expected)
     assert not np.array_equal(jax.tree.leaves(whole["pose"])[0],
                               jax.tree.leaves(state.params["generator"]["pose"])[0])  # the pose run's, not init_from's
-
-
-def test_pose_stage_warm_start_takes_the_encoder_of_init_pose_from(pose_run):
-    config = load_config("configs/motion_test.py")
-    config.stage = "pose"
-    fresh = jax.jit(lambda rng: nn.unbox(pose.make_stage(config).init(rng)))(jax.random.PRNGKey(1))
-    assert pose.make_stage(config).warm_start(fresh) is fresh
-    config.init_pose_from = str(pose_run)
-    state = pose.make_stage(config).warm_start(fresh)
-    want = read_checkpoint(pose_run / "checkpoints")["ema"]["generator"]["pose"]
-    for tree in (state.params["generator"]["pose"], state.ema["generator"]["pose"]):
-        for got, value in zip(jax.tree.leaves(tree), jax.tree.leaves(want), strict=True):
-            np.testing.assert_array_equal(got, value)
-    assert int(state.step) == 0
-    config.model.pose.dims = tuple(2 * d for d in config.model.pose.dims)
-    with pytest.raises(ValueError, match=r"init_pose_from .*: its pose is built differently"):
-        pose.make_stage(config).warm_start(fresh)
 
 
 def test_init_expression_from_nowhere_is_a_one_line_error_and_leaves_no_run(tmp_path, capsys):

@@ -55,6 +55,15 @@ def _host(tree):
     return jax.tree.map(np.asarray, tree)
 
 
+def motion_model_config(origin, key="motion_from"):
+    """The Stage-1 model config (`model`) of the run or export at `origin`, or, of an animator export, the one its
+    frozen encoders were built with (`motion_model`); ValueError naming `key`."""
+    config = read_train_config(checkpoint_paths(origin)[1])
+    if config.get("stage") in STAGES and "motion_model" in config:
+        return config.motion_model
+    return trained_model_config(origin, key)
+
+
 def read_motion_encoders(origin, key="motion_from"):
     """(Stage-1 model config, {"pose", "expression"} params as numpy) of the Stage-1 run or export at `origin`,
     or the frozen encoders of an animator export there (those its animator was trained with); ValueError naming
@@ -63,13 +72,9 @@ def read_motion_encoders(origin, key="motion_from"):
         raise ValueError(f"{key} is empty: name a Stage-1 export or training workdir (its pose and expression "
                          "encoders condition the animator)")
     try:
-        folder, config_path = checkpoint_paths(origin)
-        state = read_checkpoint(folder)
-        config = read_train_config(config_path)
-        if config.get("stage") in STAGES and "frozen" in state and "motion_model" in config:
-            motion_model, generator = config.motion_model, state["frozen"]
-        else:
-            motion_model, generator = trained_model_config(origin, key), generator_params(state)[0]
+        motion_model = motion_model_config(origin, key)
+        state = read_checkpoint(checkpoint_paths(origin)[0])
+        generator = state["frozen"] if "frozen" in state else generator_params(state)[0]
     except ValueError as err:
         message = str(err)
         raise ValueError(message if message.startswith(key) else f"{key} {origin}: {message}") from None
@@ -166,7 +171,7 @@ def write_animator_export(out, config, step, params, frozen, overwrite=False, ex
     `extras(folder)`, when given, writes further files (a training curve) into the folder before it appears.
     An existing `out` is refused unless overwrite; `out` appears only once complete.
     """
-    motion_model = config.motion_model if "motion_model" in config else read_motion_encoders(config.motion_from)[0]
+    motion_model = config.motion_model if "motion_model" in config else motion_model_config(config.motion_from)
     config = export_config(config, motion_model)
     check_motion_encoders(config, motion_model, frozen, "(the frozen encoders)")
     with staged_output_dir(out, overwrite) as staging:
