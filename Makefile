@@ -30,7 +30,7 @@ demo: setup
 
 test: setup-test
 	$(BIN)/lint-imports --no-cache --no-logo
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25 tests
 
 bench: setup-test
 	$(BIN)/dex-portrait bench motion

@@ -1,6 +1,8 @@
 """Stage-3 training (dex_jax.train.stages.temporal) on the `test` animator: three steps of the shared loop from a
 Stage-2 export leave every non-temporal param bitwise as the export holds it and move every temporal one; Adam's
-state holds the temporal params only; the run exports as an animator that inference reads; clips come as consecutive-frame batches; bad settings are one-line errors."""
+state holds the temporal params only; the run exports as an animator that inference reads; clips come as
+consecutive-frame batches; bad settings are one-line errors; a Stage-2 run (export or workdir) trained on other
+encoders than motion_from's is refused."""
 
 import flax.linen as nn
 import jax
@@ -13,7 +15,8 @@ from motion_checkpoint import write_untrained_run
 from dex_jax.animator.temporal import is_temporal
 from dex_jax.cli import main as cli_main
 from dex_jax.config_loading import load_config
-from dex_jax.train.animator_checkpoint import read_animator, read_motion_encoders
+from dex_jax.train.animator_checkpoint import STAGE, read_animator, read_motion_encoders
+from dex_jax.train.checkpoint import Checkpointer
 from dex_jax.train.cli import STAGES, check_workdir
 from dex_jax.train.export import export as export_run
 from dex_jax.train.input import make_iterator
@@ -99,6 +102,24 @@ def test_motion_from_may_name_an_animator_export_whose_frozen_encoders_it_takes(
     config = temporal_config(stage2)
     config.motion_from = str(export)
     assert temporal.make_stage(config).frozen["expression"] is not None  # its encoders are its init_from's
+
+
+def test_a_stage2_workdir_is_held_to_the_encoders_of_its_own_motion_from(stage2, tmp_path):
+    """A Stage-2 workdir keeps no frozen encoders: the guard reads those of the motion_from in its config.json."""
+    _, stage2_config = stage2
+    workdir = tmp_path / "stage2_run"
+    (workdir / "checkpoints").mkdir(parents=True)
+    (workdir / "config.json").write_text(stage2_config.to_json(indent=2))
+    params = untrained_params(stage2_config.model)
+    checkpoints = Checkpointer(workdir / "checkpoints", keep=1, async_save=False)
+    checkpoints.save(3, {"step": np.int32(3), "params": {STAGE: params}, "ema": {STAGE: params}}, force=True)
+    checkpoints.close()
+    config = temporal_config(stage2)
+    config.init_from = str(workdir)
+    assert temporal.make_stage(config).frozen["pose"] is not None
+    config.motion_from = str(write_untrained_run(tmp_path / "other_stage1", seed=1))
+    with pytest.raises(ValueError, match=f"init_from {workdir}: its animator was trained with another pose encoder"):
+        temporal.make_stage(config)
 
 
 def test_bad_settings_are_one_line_errors(stage2, tmp_path, capsys):
