@@ -4,8 +4,11 @@
 under the tfds data folder; None: frames rendered on the fly, `data.source = "synth"`) and the fields it sets.
 What each measures, its figures and what it taught: docs/experiments/learnability.md.
   pose        stage `pose`: the pose encoder on the true poses of rendered frames, each a new identity, pose
-              (uniform over SynthHeads' range) and expression. Gate: `dex-portrait probe --checkpoint
-              data/motion_synth --pose-from DIR` held-out yaw / pitch / roll error at most 3 / 3 / 2 degrees.
+              (uniform over SynthHeads' range) and expression, its ConvNeXt twice as wide as `tiny`'s, 2,400
+              steps. Gate: `dex-portrait probe --checkpoint data/motion_synth --pose-from DIR` held-out yaw /
+              pitch / roll error at most 3 / 3 / 2 degrees.
+  pose_tiny   the same at `tiny`'s own width, 1,200 steps: short of the gate's pitch and roll; the encoder
+              that the bundled model (configs/motion_synth.py, phase 13) took, whose width it must have.
   expression  stage `expression`: the expression encoder on the true expressions of such frames, its crops
               aligned by the eyes and mouth (`data.expression_align`; the alignment levels the eyes, so the
               paper's random rotation, there to keep roll out of the latent, is off), its head pooling to a 4x4
@@ -33,6 +36,9 @@ Gate = collections.namedtuple("Gate", "dataset changes")
 
 VARIANTS = {
     "pose": Gate(None, {
+        "stage": "pose", "total_steps": 2_400, "data.batch_size": 16, "data.num_driving": 2,
+        "model.pose.dims": (32, 64, 128, 256)}),
+    "pose_tiny": Gate(None, {
         "stage": "pose", "total_steps": 1_200, "data.batch_size": 16, "data.num_driving": 2}),
     "expression": Gate(None, {
         "stage": "expression", "total_steps": 1_200, "data.batch_size": 16, "data.num_driving": 2,

@@ -58,7 +58,7 @@ VARIANTS = {
         "total_steps": 1_000, "data.expression_align": "landmarks", "data.rotation_degrees": 0.0,
         "model.expression.pool_grid": 4},
         {"init_from": "8 export", "init_expression_from": "learnability:expression",
-         "init_pose_from": "learnability:pose"}),
+         "init_pose_from": "learnability:pose_tiny"}),
 }
 
 
