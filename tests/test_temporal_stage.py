@@ -12,6 +12,7 @@ from animator_checkpoint import untrained_params, write_untrained_export
 from flax.traverse_util import flatten_dict
 from motion_checkpoint import write_untrained_run
 
+from dex_jax.animator.model import build_animator
 from dex_jax.animator.temporal import is_temporal
 from dex_jax.cli import main as cli_main
 from dex_jax.config_loading import load_config
@@ -114,12 +115,14 @@ def test_a_stage2_workdir_is_held_to_the_encoders_of_its_own_motion_from(stage2,
     checkpoints = Checkpointer(workdir / "checkpoints", keep=1, async_save=False)
     checkpoints.save(3, {"step": np.int32(3), "params": {STAGE: params}, "ema": {STAGE: params}}, force=True)
     checkpoints.close()
-    config = temporal_config(stage2)
-    config.init_from = str(workdir)
-    assert temporal.make_stage(config).frozen["pose"] is not None
-    config.motion_from = str(write_untrained_run(tmp_path / "other_stage1", seed=1))
+    model = build_animator(load_config("configs/animator_temporal_test.py").model)
+    side = stage2_config.model.unet.sample_size
+    own = stage2_config.motion_from
+    given = temporal.read_stage2(str(workdir), model, side, read_motion_encoders(own)[1], own)
+    assert flatten_dict(given).keys() == flatten_dict(params).keys()
+    other = str(write_untrained_run(tmp_path / "other_stage1", seed=1))
     with pytest.raises(ValueError, match=f"init_from {workdir}: its animator was trained with another pose encoder"):
-        temporal.make_stage(config)
+        temporal.read_stage2(str(workdir), model, side, read_motion_encoders(other)[1], other)
 
 
 def test_bad_settings_are_one_line_errors(stage2, tmp_path, capsys):
