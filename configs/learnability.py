@@ -34,12 +34,11 @@ from dex_jax.data.tfds_common import data_dir
 
 Gate = collections.namedtuple("Gate", "dataset changes")
 
+POSE_TINY = {"stage": "pose", "total_steps": 1_200, "data.batch_size": 16, "data.num_driving": 2}
+
 VARIANTS = {
-    "pose": Gate(None, {
-        "stage": "pose", "total_steps": 2_400, "data.batch_size": 16, "data.num_driving": 2,
-        "model.pose.dims": (32, 64, 128, 256)}),
-    "pose_tiny": Gate(None, {
-        "stage": "pose", "total_steps": 1_200, "data.batch_size": 16, "data.num_driving": 2}),
+    "pose": Gate(None, {**POSE_TINY, "total_steps": 2_400, "model.pose.dims": (32, 64, 128, 256)}),
+    "pose_tiny": Gate(None, POSE_TINY),
     "expression": Gate(None, {
         "stage": "expression", "total_steps": 1_200, "data.batch_size": 16, "data.num_driving": 2,
         "data.expression_align": "landmarks", "data.rotation_degrees": 0.0, "model.expression.pool_grid": 4}),
