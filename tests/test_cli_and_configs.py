@@ -65,14 +65,21 @@ def test_unknown_command_and_bad_bench_give_one_line_errors():
     assert "Traceback" not in result.stderr
 
 
-def test_bench_motion_prints_parameter_counts_and_forward_time():
+def test_bench_motion_prints_parameter_counts_flops_and_forward_time():
     env = {**os.environ, "DEX_JAX_CACHE": jax.config.jax_compilation_cache_dir}
     result = subprocess.run([sys.executable, "-m", "dex_jax.cli", "bench", "motion", "--variants", "test",
                              "--repeats", "1"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    rows = {line.rsplit(None, 1)[0].strip(): line.split() for line in result.stdout.splitlines() if line.strip()}
+    counts_table, rest = result.stdout.split("forward GFLOPs per image")
+    rows = {line.rsplit(None, 1)[0].strip(): line.split() for line in counts_table.splitlines() if line.strip()}
     counts = parameter_counts(load_config("configs/motion_model.py:test"))
     assert all(rows[name][-1] == f"{value:,}" for name, value in counts.items())
+    flops_table = rest.split("device:")[0]
+    flops = {line.rsplit(None, 1)[0].strip(): float(line.split()[-1]) for line in flops_table.splitlines()[2:]
+             if line.strip()}
+    assert set(flops) == {"appearance", "appearance_latent", "pose", "expression", "fusion", "decoder",
+                          "generator (total)"}
+    assert flops["generator (total)"] > max(value for name, value in flops.items() if name != "generator (total)")
     timing = next(line.split() for line in result.stdout.splitlines() if line.startswith("test "))
     assert len(timing) == 4 and float(timing[2]) > 0
 
