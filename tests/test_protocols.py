@@ -25,6 +25,7 @@ from dex_jax.evaluate.protocols import (
 from dex_jax.evaluate.report import markdown, summarize
 from dex_jax.evaluate.scoring import Scorer
 from dex_jax.face.landmarker import FaceLandmarker
+from dex_jax.image import resize, to_float
 from dex_jax.infer.pipeline import MotionPipeline, nearest_faces
 from dex_jax.infer.wrapper import MotionWrapper
 from dex_jax.motion.generator import build_motion_generator
@@ -37,6 +38,22 @@ SIZE, CLIPS, FRAMES = 64, 3, 4
 @pytest.fixture(scope="module")
 def benchmark():
     return synth_heads_benchmark(CLIPS, FRAMES, SIZE)
+
+
+def rendered(identity, poses, expressions, size=2 * SIZE):
+    """The renderer's frames of `identity` drawn at `size` and area-averaged to SIZE (unchanged at SIZE)."""
+    pad = np.minimum(np.arange(RENDER_CHUNK), len(poses) - 1)
+    frames = synth_heads.render_frames(np.full(RENDER_CHUNK, identity), poses[pad], expressions[pad], size, size)
+    return np.stack([resize(image, SIZE, SIZE) for image in np.asarray(frames["image"])[:len(poses)]])
+
+
+def test_benchmark_frames_are_made_as_training_frames_are(benchmark):
+    """Rendered at twice the size and area-averaged, as `data.source = "synth"` and the builds read at half size
+    make their frames; a frame drawn at the size itself has aliased edges and differs from them."""
+    clip = benchmark.clips[0]
+    np.testing.assert_array_equal(clip.frames, rendered(clip.identity, clip.poses, clip.expressions))
+    drawn = rendered(clip.identity, clip.poses, clip.expressions, size=SIZE)
+    assert np.abs(to_float(drawn) - to_float(clip.frames)).mean() > 0.01
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +118,9 @@ def test_ground_truth_target_is_the_renderers_frame_of_that_combination(benchmar
     label, tasks = protocol_tasks("disentangled", benchmark)
     assert label == "ground-truth disentangled reenactment"
     a, b, c = benchmark.clips
-    pad = np.minimum(np.arange(RENDER_CHUNK), FRAMES - 1)
-    direct = synth_heads.render_frames(np.full(RENDER_CHUNK, a.identity), b.poses[pad], c.expressions[pad], SIZE,
-                                       SIZE)
-    np.testing.assert_array_equal(tasks[0].target, np.asarray(direct["image"])[:FRAMES])
-    still = synth_heads.render_frames(np.full(RENDER_CHUNK, a.identity), b.poses[pad],
-                                      np.repeat(a.expressions[:1], RENDER_CHUNK, 0), SIZE, SIZE)
-    np.testing.assert_array_equal(tasks[0].still_target, np.asarray(still["image"])[:FRAMES])
+    np.testing.assert_array_equal(tasks[0].target, rendered(a.identity, b.poses, c.expressions))
+    still = rendered(a.identity, b.poses, np.repeat(a.expressions[:1], FRAMES, 0))
+    np.testing.assert_array_equal(tasks[0].still_target, still)
     own = self_reenactment(benchmark)[0]
     assert own.still_target.shape == own.target.shape and not np.array_equal(own.still_target, own.target)
     assert self_reenactment(dataclasses.replace(benchmark, render=None))[0].still_target is None

@@ -2,7 +2,7 @@
 
 `synth_heads`: identities numbered from HELD_OUT_FIRST_IDENTITY up (no SynthHeads build reaches them: builds
 number identities from 0), each with a smooth pose and expression track drawn from fixed keys, rendered on the
-fly at `size` pixels. The benchmark keeps the renderer, so protocols can draw the true frame of any identity,
+fly at twice `size` and area-averaged to `size` pixels, as the training frames are. The benchmark keeps the renderer, so protocols can draw the true frame of any identity,
 pose track and expression track (ground-truth disentangled reenactment).
 
 `folder:PATH`: every video file or frame folder under PATH in `dex_jax.data.video_io`'s layout (only the
@@ -21,7 +21,9 @@ import jax
 import numpy as np
 
 from dex_jax.data import synth_heads
+from dex_jax.data.synth_batches import RENDER_FACTOR
 from dex_jax.data.video_io import VideoReadError, find_videos, iter_frames
+from dex_jax.image import resize
 
 HELD_OUT_FIRST_IDENTITY = 1_000_000
 RENDER_CHUNK = 8
@@ -50,15 +52,18 @@ class Benchmark:
 
 
 def render_synth(identity, poses, expressions, size):
-    """(T, size, size, 3) uint8 SynthHeads frames of one identity, in fixed-size chunks (one compile per size)."""
+    """(T, size, size, 3) uint8 SynthHeads frames of one identity, made as training frames are: rendered at
+    RENDER_FACTOR x size and area-averaged down (`data.source = "synth"` does the same, and the builds are read at
+    half their size), never drawn at the size itself, whose aliased edges no training frame has. Rendered in
+    fixed-size chunks (one compile per size)."""
     poses, expressions = np.asarray(poses, np.float32), np.asarray(expressions, np.float32)
-    n, parts = len(poses), []
+    n, side, parts = len(poses), RENDER_FACTOR * size, []
     for start in range(0, n, RENDER_CHUNK):
         take = np.minimum(np.arange(start, start + RENDER_CHUNK), n - 1)
         frames = synth_heads.render_frames(np.full(RENDER_CHUNK, identity), poses[take], expressions[take],
-                                           size, size)
-        parts.append(np.asarray(frames["image"])[: min(RENDER_CHUNK, n - start)])
-    return np.concatenate(parts)
+                                           side, side)
+        parts += [resize(image, size, size) for image in np.asarray(frames["image"])[: min(RENDER_CHUNK, n - start)]]
+    return np.stack(parts)
 
 
 def synth_heads_benchmark(num_clips=SYNTH_DEFAULTS["num_clips"], num_frames=SYNTH_DEFAULTS["num_frames"],
