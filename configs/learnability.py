@@ -1,7 +1,8 @@
 """Learnability gates: each Stage-1 network of the `tiny` model (64x64) alone on its own SynthHeads task, on a CPU.
 
-`VARIANTS` holds one row per gate (`get_config(gate)`): the SynthHeads build it reads (builder/config/version
-under the tfds data folder; None: frames rendered on the fly, `data.source = "synth"`) and the fields it sets.
+`VARIANTS` holds one row per gate (`get_config(gate)`): the fields it sets. Every gate trains on frames rendered
+on the fly (`data.source = "synth"`), each a new identity, pose and expression, made as the `synth_heads`
+benchmark's held-out frames are (torso facing the camera, rendered at twice the size and area-averaged).
 What each measures, its figures and what it taught: docs/experiments/learnability.md.
   pose        stage `pose`: the pose encoder on the true poses of rendered frames, each a new identity, pose
               (uniform over SynthHeads' range) and expression, its ConvNeXt twice as wide as `tiny`'s, 2,400
@@ -14,37 +15,32 @@ What each measures, its figures and what it taught: docs/experiments/learnabilit
               paper's random rotation, there to keep roll out of the latent, is off), its head pooling to a 4x4
               grid (`model.expression.pool_grid`), not to one mean.
               Gate: `probe --expression-from DIR` held-out R^2 at least 0.6 on jaw_open, eye closing and smile.
-  reconstruction  stage `reconstruction`: the generator redraws each frame of `cpu128` from itself, L1.
+  reconstruction  stage `reconstruction`: the generator redraws each rendered frame (each a new identity,
+              pose and expression) from itself, L1, 2,400 steps.
               Gate: `dex-portrait evaluate --checkpoint DIR --benchmark synth_heads --protocol reconstruction`
               held-out PSNR at least 26 dB.
 
-Train and measure, e.g. the pose gate (the reconstruction gate first builds its data:
-`dex-portrait data build synth_heads --config cpu128`):
+Train and measure, e.g. the pose gate:
     dex-portrait train --config configs/learnability.py:pose --workdir runs/gate_pose
     dex-portrait probe --checkpoint data/motion_synth --pose-from runs/gate_pose --out runs/gate_pose_probe
 Everything not set here is the paper's (configs/motion_paper.py); every setting here is ours.
 """
 
-import collections
-import os
 from pathlib import Path
 
 from dex_jax.config_loading import load_config_file
-from dex_jax.data.tfds_common import data_dir
-
-Gate = collections.namedtuple("Gate", "dataset changes")
 
 POSE_TINY = {"stage": "pose", "total_steps": 1_200, "data.batch_size": 16, "data.num_driving": 2}
 
 VARIANTS = {
-    "pose": Gate(None, {**POSE_TINY, "total_steps": 2_400, "model.pose.dims": (32, 64, 128, 256)}),
-    "pose_tiny": Gate(None, POSE_TINY),
-    "expression": Gate(None, {
+    "pose": {**POSE_TINY, "total_steps": 2_400, "model.pose.dims": (32, 64, 128, 256)},
+    "pose_tiny": POSE_TINY,
+    "expression": {
         "stage": "expression", "total_steps": 1_200, "data.batch_size": 16, "data.num_driving": 2,
-        "data.expression_align": "landmarks", "data.rotation_degrees": 0.0, "model.expression.pool_grid": 4}),
-    "reconstruction": Gate("synth_heads/cpu128/1.0.0", {
-        "stage": "reconstruction", "total_steps": 1_500, "data.batch_size": 4, "data.num_driving": 2,
-        "optimizer.lr": 5e-4, "optimizer.generator_lr_multipliers": {"decoder": 4.0}}),
+        "data.expression_align": "landmarks", "data.rotation_degrees": 0.0, "model.expression.pool_grid": 4},
+    "reconstruction": {
+        "stage": "reconstruction", "total_steps": 2_400, "data.batch_size": 4, "data.num_driving": 2,
+        "optimizer.lr": 5e-4, "optimizer.generator_lr_multipliers": {"decoder": 4.0}},
 }
 
 
@@ -65,10 +61,6 @@ def get_config(gate="pose"):
     config.checkpoint.update(every_steps=1_000, keep=2)
     config.log.update(every_steps=50, image_every_steps=0)
 
-    row = VARIANTS[gate]
-    if row.dataset is None:
-        config.data.source = "synth"
-    else:
-        config.data.dataset_dir = os.path.join(data_dir(), row.dataset)
-    config.update_from_flattened_dict(row.changes)
+    config.data.source = "synth"
+    config.update_from_flattened_dict(VARIANTS[gate])
     return config

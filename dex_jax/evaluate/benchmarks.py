@@ -2,8 +2,9 @@
 
 `synth_heads`: identities numbered from HELD_OUT_FIRST_IDENTITY up (no SynthHeads build reaches them: builds
 number identities from 0), each with a smooth pose and expression track drawn from fixed keys, rendered on the
-fly at twice `size` and area-averaged to `size` pixels, as the training frames are. The benchmark keeps the renderer, so protocols can draw the true frame of any identity,
-pose track and expression track (ground-truth disentangled reenactment).
+fly at twice `size` and area-averaged to `size` pixels, as the training frames are. The benchmark keeps the
+renderer, so protocols can draw the true frame of any identity, pose track and expression track (ground-truth
+disentangled reenactment).
 
 `folder:PATH`: every video file or frame folder under PATH in `dex_jax.data.video_io`'s layout (only the
 `test` split when PATH has train / validation / test folders). With a `size`, frames are centre-cropped to a
