@@ -1,6 +1,7 @@
-"""Checkpoints: 10 steps straight == some steps, SIGTERM or SIGINT, resume to 10; Ctrl-C while compiling; a
-resumed run with grain workers ends without noise; keep-last-N; a corrupt newest checkpoint
-falls back to the previous one with a warning; missing or unreadable checkpoints are one-line errors."""
+"""Checkpoints: 10 steps straight == some steps, SIGTERM or SIGINT, resume to 10; Ctrl-C while compiling; SIGINT
+ignored where the run was started with it ignored; a resumed run with grain workers ends without noise;
+keep-last-N; a corrupt newest checkpoint falls back to the previous one with a warning; missing or unreadable
+checkpoints are one-line errors."""
 
 import logging
 import os
@@ -38,13 +39,20 @@ def assert_same(a, b):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def run_script(workdir, steps, *options, signal_after=None, signum=signal.SIGINT):
+def run_script(workdir, steps, *options, signal_after=None, signum=signal.SIGINT, sigint_ignored=False):
     """Run tests/toy_stage.py to `steps` under workdir; send `signum` once a line starts with `signal_after`.
+    The child starts with SIGINT ignored if `sigint_ignored` (as a job started in the background by a shell
+    script, or under nohup), else with SIGINT's default (as at a terminal), whatever this process has.
     Returns (exit status, output lines)."""
     env = {**os.environ, "DEX_JAX_CACHE": jax.config.jax_compilation_cache_dir}
     command = [sys.executable, "tests/toy_stage.py", str(workdir), str(steps), *options]
-    child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+    # An exec keeps an ignored signal ignored and resets a handled one to its default
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN if sigint_ignored else signal.default_int_handler)
+    try:
+        child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     lines = []
     for line in child.stdout:
         lines.append(line)
@@ -80,6 +88,15 @@ def test_sigint_before_the_first_step_saves_it(tmp_path):
     assert status == 0 and "Traceback" not in output, output[-3000:]
     assert "SIGINT: saved a checkpoint at step 1 in" in output, output[-3000:]
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["1"]
+
+
+def test_sigint_stays_ignored_where_the_run_started_with_it_ignored(tmp_path):
+    # A run started in the background by a shell script ignores a Ctrl-C meant for the terminal's foreground job
+    status, lines = run_script(tmp_path / "run", 6, "--delay", "0.3", signal_after="step 2/6", sigint_ignored=True)
+    output = "".join(lines)
+    assert status == 0 and "Traceback" not in output, output[-3000:]
+    assert "SIGINT" not in output and "step 6/6" in output, output[-3000:]
+    assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()) == [2, 4, 6]
 
 
 @pytest.fixture(scope="module")
