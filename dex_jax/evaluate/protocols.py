@@ -21,7 +21,9 @@ still target: the renderer's frames with the target's poses and the source frame
 what a model that ignores the expression driver would ideally draw; expression transfer is scored against it.
 
 Every generated video is checked against its task (frame count and size) and scored by a `Scorer`; the result
-keeps each video's accumulators, so reports give per-video figures and no-face counts.
+keeps each video's accumulators, so reports give per-video figures and no-face counts. Each task also names its
+source's clip: the tasks of one clip (the frames of one `reconstruction` clip) share an identity, and reports take
+the clips, not the frames, as the independent samples of their intervals.
 """
 
 import dataclasses
@@ -37,9 +39,11 @@ PROTOCOL_NAMES = ("self", "reconstruction", "cross", "disentangled")
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """One video to generate: a source portrait, the pose and expression drivers, and the target if known."""
+    """One video to generate: a source portrait from clip `clip`, the pose and expression drivers, and the target
+    if known."""
 
     name: str
+    clip: str
     source: np.ndarray
     pose: np.ndarray
     expression: np.ndarray
@@ -59,9 +63,10 @@ class Task:
 
 @dataclasses.dataclass(frozen=True)
 class VideoScore:
-    """The metric accumulators ({name: clu metric}) of one generated video."""
+    """The metric accumulators ({name: clu metric}) of one generated video, whose source is from clip `clip`."""
 
     name: str
+    clip: str
     frames: int
     scores: dict
 
@@ -80,7 +85,7 @@ def self_reenactment(benchmark):
     tasks = []
     for clip in benchmark.clips:
         driving = clip.frames[1:]
-        tasks.append(Task(clip.name, clip.frames[0], driving, driving, driving,
+        tasks.append(Task(clip.name, clip.name, clip.frames[0], driving, driving, driving,
                           _still_target(benchmark, clip, clip, slice(1, None))))
     return tasks
 
@@ -91,7 +96,7 @@ def reconstruction(benchmark):
     for clip in benchmark.clips:
         for t, frame in enumerate(clip.frames):
             only = clip.frames[t:t + 1]
-            tasks.append(Task(f"{clip.name}_t{t:03d}", frame, only, only, only))
+            tasks.append(Task(f"{clip.name}_t{t:03d}", clip.name, frame, only, only, only))
     return tasks
 
 
@@ -105,7 +110,7 @@ def cross_reenactment(benchmark):
     """Clip k's frame 0 driven by the whole of clip k+1 (cyclically); no target."""
     clips = benchmark.clips
     _check_clip_count(benchmark, 2, "cross")
-    return [Task(f"{c.name}__{d.name}", c.frames[0], d.frames, d.frames)
+    return [Task(f"{c.name}__{d.name}", c.name, c.frames[0], d.frames, d.frames)
             for c, d in zip(clips, clips[1:] + clips[:1])]
 
 
@@ -120,7 +125,7 @@ def disentangled_reenactment(benchmark):
     tasks = []
     for a, b, c in _triples(benchmark, "disentangled"):
         n = min(len(b.frames), len(c.frames))
-        tasks.append(Task(f"{a.name}__{b.name}__{c.name}", a.frames[0], b.frames[:n], c.frames[:n]))
+        tasks.append(Task(f"{a.name}__{b.name}__{c.name}", a.name, a.frames[0], b.frames[:n], c.frames[:n]))
     return tasks
 
 
@@ -132,7 +137,7 @@ def ground_truth_disentangled(benchmark):
     for a, b, c in _triples(benchmark, "ground-truth disentangled"):
         n = min(len(b.frames), len(c.frames))
         target = benchmark.render(a.identity, b.poses[:n], c.expressions[:n])
-        tasks.append(Task(f"{a.name}__{b.name}__{c.name}", a.frames[0], b.frames[:n], c.frames[:n], target,
+        tasks.append(Task(f"{a.name}__{b.name}__{c.name}", a.name, a.frames[0], b.frames[:n], c.frames[:n], target,
                           _still_target(benchmark, a, b, slice(0, n))))
     return tasks
 
@@ -173,7 +178,7 @@ def score_tasks(tasks, predict: Callable, scorer, progress=True):
         frames = check_prediction(task, predict(task))
         scores = scorer.score(frames, task.source, task.pose_reference, task.expression_reference, task.target,
                               task.still_target)
-        results.append(VideoScore(task.name, len(frames), scores))
+        results.append(VideoScore(task.name, task.clip, len(frames), scores))
     return results
 
 

@@ -1,16 +1,21 @@
 """Evaluation reports: a markdown table shaped like the paper's Table 1 and a JSON file of the same figures.
 
-Each figure is a metric's mean over frames with its frame count and 95% interval (`clu_metrics`); the face
-metrics add `no_face`, the frames left out because a face was missing, overall and per video; expression transfer
-adds `unchanged`, the frames whose true expression draws no change. The report folder is written through
-`output_dir.staged_output_dir`: it appears only once both files are complete.
+Each figure is a metric's mean over frames with its frame count and two 95% intervals: over frames, treated as
+independent (`clu_metrics`), and over the source clips (`interval_over_clips`), the one the table prints. The frames
+of one clip are correlated (one identity, one track), so the first understates the uncertainty of a benchmark
+figure. The face metrics add `no_face`, the frames left out because a face was missing, overall and per video;
+expression transfer adds `unchanged`, the frames whose true expression draws no change. The report folder is
+written through `output_dir.staged_output_dir`: it appears only once both files are complete.
 """
 
 import json
 import math
 from pathlib import Path
 
+from scipy import stats
+
 from dex_jax.evaluate.protocols import total_scores
+from dex_jax.evaluate.scoring import merge_scores
 from dex_jax.output_dir import staged_output_dir
 
 COLUMNS = (("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("l1", "L1 ↓"), ("lpips", "LPIPS ↓"),
@@ -35,8 +40,35 @@ def figures(metric):
     return {name: _plain(value) for name, value in metric.compute().items()}
 
 
+def interval_over_clips(per_clip):
+    """The 95% interval of a frame-weighted mean, from the per-clip figures [{'mean', 'count'}] of one metric, with
+    the clips, not the frames, as the independent samples. Over the C clips with a count n_c > 0 and mean m_c
+    (N frames in all):
+        m = sum_c n_c m_c / N                         (the mean over all frames)
+        se^2 = C / (C - 1) * sum_c n_c^2 (m_c - m)^2 / N^2   (cluster-robust standard error of m)
+        m -/+ t_{0.975, C - 1} * se                   (Student's t with C - 1 degrees of freedom)
+    With equal counts this is the t interval of the C clip means. {'clips': C, 'clips_ci95_low',
+    'clips_ci95_high'}, the bounds None when C < 2."""
+    kept = [(clip["count"], clip["mean"]) for clip in per_clip if clip["count"] and clip["mean"] is not None]
+    out = {"clips": len(kept), "clips_ci95_low": None, "clips_ci95_high": None}
+    if len(kept) < 2:
+        return out
+    total = sum(count for count, _ in kept)
+    mean = sum(count * value for count, value in kept) / total
+    variance = len(kept) / (len(kept) - 1) * sum((count * (value - mean)) ** 2 for count, value in kept) / total ** 2
+    half = float(stats.t.ppf(0.975, len(kept) - 1)) * math.sqrt(variance)
+    return {**out, "clips_ci95_low": mean - half, "clips_ci95_high": mean + half}
+
+
 def summarize(results, *, method, protocol, benchmark, csim_embedder, notes=()):
-    """The JSON-ready summary of a protocol's [VideoScore] results."""
+    """The JSON-ready summary of a protocol's [VideoScore] results: each metric's figures over all frames with its
+    interval over the source clips (`interval_over_clips`), and each video's figures."""
+    by_clip = {}
+    for result in results:
+        by_clip[result.clip] = merge_scores(by_clip.get(result.clip, {}), result.scores)
+    per_clip = [{name: figures(metric) for name, metric in scores.items()} for scores in by_clip.values()]
+    metrics = {name: {**figures(metric), **interval_over_clips([clip[name] for clip in per_clip if name in clip])}
+               for name, metric in total_scores(results).items()}
     return {
         "method": method,
         "protocol": protocol,
@@ -44,23 +76,27 @@ def summarize(results, *, method, protocol, benchmark, csim_embedder, notes=()):
         "csim_embedder": csim_embedder,
         "videos": len(results),
         "frames": sum(r.frames for r in results),
-        "metrics": {name: figures(metric) for name, metric in total_scores(results).items()},
-        "per_video": [{"name": r.name, "frames": r.frames,
+        "metrics": metrics,
+        "per_video": [{"name": r.name, "clip": r.clip, "frames": r.frames,
                        "metrics": {name: figures(metric) for name, metric in r.scores.items()}} for r in results],
         "notes": list(notes),
     }
 
 
 def cell(name, figure):
-    """A table cell: mean ± 95% half-width, 'no face' when no frame had one, '—' when not measured."""
+    """A table cell: mean ± half-width of the 95% interval over clips; where fewer than two clips have the metric,
+    ± that over frames, marked '(frames)'; 'no face' when no frame had one, '—' when not measured."""
     if figure is None:
         return "—"
     if not figure["count"]:
         return "no face"
     digits = DIGITS[name]
+    if figure.get("clips_ci95_high") is not None:
+        half = (figure["clips_ci95_high"] - figure["clips_ci95_low"]) / 2
+        return f"{figure['mean']:.{digits}f} ± {half:.{digits}f}"
     if figure["ci95_high"] is None:
         return f"{figure['mean']:.{digits}f}"
-    return f"{figure['mean']:.{digits}f} ± {(figure['ci95_high'] - figure['ci95_low']) / 2:.{digits}f}"
+    return f"{figure['mean']:.{digits}f} ± {(figure['ci95_high'] - figure['ci95_low']) / 2:.{digits}f} (frames)"
 
 
 def _row(values):
@@ -77,7 +113,10 @@ def markdown(summary):
                                 for name, title in COLUMNS]),
              _row(["---"] + ["---:"] * len(COLUMNS)),
              _row([summary["method"]] + [cell(name, metrics.get(name)) for name, _ in COLUMNS]), "",
-             "Cells: mean over frames ± half-width of its 95% interval (frames treated as independent). "
+             "Cells: mean over frames ± half-width of its 95% interval over the source clips (the clips are the "
+             "independent samples: cluster-robust, Student's t; report.json also has the interval over frames, "
+             "which treats the correlated frames of a clip as independent and is narrower). '(frames)': fewer "
+             "than two clips, the interval over frames. "
              "— : not measured (PSNR, SSIM and LPIPS need a ground-truth target, expression transfer also the true "
              "frame with the source's expression, which only a renderer draws; see the notes).",
              "Expression transfer: on the pixels where the true expression changes the frame, (mean |prediction - "
