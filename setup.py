@@ -16,7 +16,7 @@ RUNTIME = [
     "opencv-python-headless==5.0.0.93",
     "safetensors==0.8.0",
     "numpy==2.4.6",
-    "scipy==1.17.1",  # Student's t quantiles of the evaluation reports' intervals over videos
+    "scipy==1.17.1",  # Student's t quantiles of the evaluation reports' intervals over source clips
     "absl-py==2.5.1",
     "tqdm==4.70.1",
     "imageio-ffmpeg==0.8.1",  # ships an ffmpeg binary with libx264: H.264 mp4 output with the driving clip's audio
