@@ -13,6 +13,7 @@ beside the frames' mean-image L1. About 2 minutes per variant of 600 steps on 2 
 import argparse
 import ast
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def run(variant, steps, batch):
     config.model.appearance.block_channels = (4, 8)  # as the short test lays the `test` model out
     config.model.decoder.update(up_channels=(16, 8), skip_channels=(8, 8, 4, 3))
     if variant != "base":
-        for item in variant.split(","):
+        for item in re.split(r",(?=[\w.]+=)", variant):  # a comma inside a tuple value does not split
             key, value = item.split("=", 1)
             config.update_from_flattened_dict({key: ast.literal_eval(value)})
     stage = reconstruction.make_stage(config)
