@@ -32,7 +32,6 @@ from typing import Callable
 import numpy as np
 import tqdm
 
-from dex_jax.evaluate.scoring import merge_scores
 
 PROTOCOL_NAMES = ("self", "reconstruction", "cross", "disentangled")
 
@@ -185,11 +184,3 @@ def score_tasks(tasks, predict: Callable, scorer, progress=True):
 def run_protocol(tasks, animate: Callable, scorer, progress=True):
     """Score `animate(source, pose_frames, expression_frames)` on every task."""
     return score_tasks(tasks, lambda task: animate(task.source, task.pose, task.expression), scorer, progress)
-
-
-def total_scores(results):
-    """All videos' accumulators merged: {metric name: clu metric}."""
-    total = {}
-    for result in results:
-        total = merge_scores(total, result.scores)
-    return total

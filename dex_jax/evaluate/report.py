@@ -8,13 +8,13 @@ expression transfer adds `unchanged`, the frames whose true expression draws no 
 written through `output_dir.staged_output_dir`: it appears only once both files are complete.
 """
 
+import functools
 import json
 import math
 from pathlib import Path
 
 from scipy import stats
 
-from dex_jax.evaluate.protocols import total_scores
 from dex_jax.evaluate.scoring import merge_scores
 from dex_jax.output_dir import staged_output_dir
 
@@ -67,8 +67,9 @@ def summarize(results, *, method, protocol, benchmark, csim_embedder, notes=()):
     for result in results:
         by_clip[result.clip] = merge_scores(by_clip.get(result.clip, {}), result.scores)
     per_clip = [{name: figures(metric) for name, metric in scores.items()} for scores in by_clip.values()]
+    total = functools.reduce(merge_scores, by_clip.values(), {})
     metrics = {name: {**figures(metric), **interval_over_clips([clip[name] for clip in per_clip if name in clip])}
-               for name, metric in total_scores(results).items()}
+               for name, metric in total.items()}
     return {
         "method": method,
         "protocol": protocol,
@@ -91,7 +92,7 @@ def cell(name, figure):
     if not figure["count"]:
         return "no face"
     digits = DIGITS[name]
-    if figure.get("clips_ci95_high") is not None:
+    if figure["clips_ci95_high"] is not None:
         half = (figure["clips_ci95_high"] - figure["clips_ci95_low"]) / 2
         return f"{figure['mean']:.{digits}f} ± {half:.{digits}f}"
     if figure["ci95_high"] is None:
